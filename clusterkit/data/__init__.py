@@ -1,0 +1,6 @@
+"""Finding, decoding and labelling images."""
+
+from .images import ImageSet
+from .loading import load_images
+
+__all__ = ["ImageSet", "load_images"]

@@ -1,0 +1,35 @@
+"""`datasets export`: a built-in set as PNG files plus labels.csv, to try the tool on real files."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from ..io import atomic_write_text
+from .builtin import load_builtin
+
+
+def export_builtin(name: str, folder: str | Path, scale: int = 1, rgb: bool = False) -> int:
+    """Write folder/images/NNNNN.png and folder/labels.csv; `scale` upsamples, `rgb` saves colour."""
+    folder = Path(folder)
+    images = load_builtin(name)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for path, px in zip(images.paths, images.pixels):
+        img = Image.fromarray(px[0], mode="L")
+        if scale > 1:
+            img = img.resize((img.width * scale, img.height * scale), Image.Resampling.BICUBIC)
+        if rgb:
+            img = img.convert("RGB")
+        target = folder / path
+        tmp = target.with_name(f".{target.name}.tmp")
+        img.save(tmp, format="PNG")
+        tmp.replace(target)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label"])
+    writer.writerows(zip(images.paths, images.labels or []))
+    atomic_write_text(folder / "labels.csv", buffer.getvalue())
+    return len(images)

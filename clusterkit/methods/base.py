@@ -1,0 +1,103 @@
+"""The interface every method follows (scikit-learn's estimator conventions).
+
+The constructor only stores hyper-parameters; `fit` learns and returns self; learned state lives in
+attributes ending in `_`; `state_dict`/`load_state_dict` hold tensors and plain data only, so that
+checkpoints load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..config import MethodConfig, build_config
+from ..data.images import ImageSet
+from ..errors import InputError
+
+
+@dataclass
+class FitContext:
+    """What a fit needs besides the images: where to keep checkpoints and whether to resume."""
+
+    run_dir: Path | None = None
+    resume: bool = False
+
+
+class ClusterMethod(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    trainable: ClassVar[bool] = False
+    supports_auto_k: ClassVar[bool] = False
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, k: int | str | None = 10, seed: int = 0, device: str = "auto", **options: Any) -> None:
+        self.k = k
+        self.seed = seed
+        self.device = device
+        self.config = build_config(self.Config, options, self.name)
+
+    # --- learning -------------------------------------------------------------------------
+    def fit(self, images: ImageSet, context: FitContext | None = None) -> "ClusterMethod":
+        self.k_ = self._check_k(len(images))
+        self.image_shape_ = (images.channels, *images.size)
+        self._fit(images, context or FitContext())
+        return self
+
+    @abstractmethod
+    def _fit(self, images: ImageSet, context: FitContext) -> None:
+        """Learn from `images`; `self.k_` is the number of clusters (resolved when k was 'auto')."""
+
+    @abstractmethod
+    def predict_proba(self, images: ImageSet) -> np.ndarray:
+        """(N, k) soft assignments; rows sum to one."""
+
+    def predict(self, images: ImageSet) -> np.ndarray:
+        return self.predict_proba(images).argmax(axis=1)
+
+    def fit_predict(self, images: ImageSet, context: FitContext | None = None) -> np.ndarray:
+        return self.fit(images, context).predict(images)
+
+    @property
+    def training_labels_(self) -> np.ndarray | None:
+        """Assignments of the training images where the method computes them itself (e.g. spectral)."""
+        return None
+
+    def fit_info(self) -> dict[str, Any]:
+        """Extra facts for metrics.json (e.g. how k was chosen)."""
+        return {}
+
+    def _check_k(self, n_images: int) -> int | str:
+        k = self.k
+        if k == "auto":
+            if not self.supports_auto_k:
+                raise InputError(f"--k auto is not supported by {self.name}; give an integer")
+            return "auto"
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
+            raise InputError(f"--k must be an integer >= 2 (or 'auto' where supported), got {k!r}")
+        if k > n_images:
+            raise InputError(f"--k {k} is larger than the number of images ({n_images})")
+        return int(k)
+
+    # --- persistence ----------------------------------------------------------------------
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Learned state as tensors and plain Python data."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+    def save(self, path: str | Path) -> None:
+        from ..checkpoint import save_model
+
+        save_model(self, path)
+
+    @staticmethod
+    def load(path: str | Path) -> "ClusterMethod":
+        from ..checkpoint import load_model
+
+        return load_model(path)
