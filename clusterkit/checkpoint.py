@@ -63,12 +63,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | Path) -> "ClusterMethod":
+def load_model(path: str | Path, device: str = "auto", batch_size: int | None = None) -> "ClusterMethod":
+    """The fitted model of a checkpoint; `device` and `batch_size` only change how it predicts."""
     from .methods.registry import get_method_class
 
     payload = read_checkpoint(path)
     cls = get_method_class(payload["method"])
-    model = cls(k=payload["k"], seed=payload.get("seed", 0), **payload["config"])
+    config = dict(payload["config"])
+    if batch_size is not None and "batch_size" in config:
+        config["batch_size"] = batch_size
+    try:
+        model = cls(k=payload["k"], seed=payload.get("seed", 0), device=device, **config)
+    except InputError as exc:
+        raise InputError(f"checkpoint {path} does not fit this clusterkit's {payload['method']}: {exc}") from None
     model.k_ = payload["k"]
     pre = payload["preprocess"]
     model.image_shape_ = (pre["channels"], *pre["size"])

@@ -42,7 +42,7 @@ class ClusterMethod(ABC):
 
     # --- learning -------------------------------------------------------------------------
     def fit(self, images: ImageSet, context: FitContext | None = None) -> "ClusterMethod":
-        self.k_ = self._check_k(len(images))
+        self.k_ = self.check_k(len(images))
         self.image_shape_ = (images.channels, *images.size)
         self._fit(images, context or FitContext())
         return self
@@ -70,7 +70,8 @@ class ClusterMethod(ABC):
         """Extra facts for metrics.json (e.g. how k was chosen)."""
         return {}
 
-    def _check_k(self, n_images: int) -> int | str:
+    def check_k(self, n_images: int) -> int | str:
+        """The validated k for `n_images` ('auto' stays 'auto'); raises InputError when out of range."""
         k = self.k
         if k == "auto":
             if not self.supports_auto_k:

@@ -1,0 +1,1 @@
+"""The `clusterkit` command line: a thin layer of I/O over the library."""

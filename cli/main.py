@@ -1,0 +1,96 @@
+"""Entry point: the Typer app, and the one place where errors become exit codes.
+
+`clusterkit --help` must be instant, so nothing here (or in the command modules' top level)
+imports torch; commands import the library inside their bodies.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from clusterkit.errors import ClusterkitError
+
+from . import assign, datasets, evaluate, fit, methods
+
+app = typer.Typer(
+    name="clusterkit",
+    help="Unsupervised image clustering: fit a model on a folder of images, assign new images, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from clusterkit.runinfo import version_report
+
+        typer.echo(version_report())
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show versions and CUDA status."),
+) -> None:
+    """clusterkit: unsupervised image clustering."""
+
+
+fit.register(app)
+assign.register(app)
+evaluate.register(app)
+methods.register(app)
+app.add_typer(datasets.app, name="datasets")
+
+
+def _fail(message: str, code: int) -> int:
+    from clusterkit.console import stderr_console
+
+    stderr_console().print(f"error: {message}", markup=False, style="red", soft_wrap=True)
+    return code
+
+
+def _quiet_broken_pipe() -> int:
+    """Downstream closed stdout (`| head`): stop quietly, and keep Python from complaining at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Click's own errors (bad option, missing argument); Typer may vendor click, so duck-type them."""
+    return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
+def run() -> None:
+    debug = os.environ.get("CLUSTERKIT_DEBUG") == "1"
+    try:
+        result = app(standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        code = _fail("interrupted", 130)
+    except BrokenPipeError:
+        code = _quiet_broken_pipe()
+    except ClusterkitError as exc:
+        if debug:
+            raise
+        code = _fail(str(exc), exc.exit_code)
+    except Exception as exc:  # anything unexpected: one line, traceback only on request
+        if _is_usage_error(exc):
+            exc.show()
+            code = exc.exit_code
+        elif debug:
+            raise
+        else:
+            code = _fail(f"{type(exc).__name__}: {exc} (set CLUSTERKIT_DEBUG=1 for the traceback)", 1)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _quiet_broken_pipe()
+    sys.exit(code)

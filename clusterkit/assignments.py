@@ -1,0 +1,56 @@
+"""Assignment tables (`path,cluster,confidence[,p0..]`) as CSV, JSON or JSON lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from typing import IO, Literal
+
+import numpy as np
+
+Format = Literal["csv", "json", "jsonl"]
+
+
+def hard_assignments(proba: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster and confidence per row; `labels` overrides argmax where the method fixed them at fit."""
+    clusters = proba.argmax(axis=1) if labels is None else np.asarray(labels)
+    return clusters, proba[np.arange(len(proba)), clusters]
+
+
+def _records(paths: list[str], proba: np.ndarray, clusters: np.ndarray, confidence: np.ndarray, probs: bool) -> Iterator[dict]:
+    for i, path in enumerate(paths):
+        row = {"path": path, "cluster": int(clusters[i]), "confidence": round(float(confidence[i]), 6)}
+        if probs:
+            row.update({f"p{j}": round(float(p), 6) for j, p in enumerate(proba[i])})
+        yield row
+
+
+def write_assignments(
+    stream: IO[str],
+    paths: list[str],
+    proba: np.ndarray,
+    labels: np.ndarray | None = None,
+    fmt: Format = "csv",
+    probs: bool = False,
+) -> None:
+    clusters, confidence = hard_assignments(proba, labels)
+    records = _records(paths, proba, clusters, confidence, probs)
+    if fmt == "json":
+        json.dump(list(records), stream, indent=1)
+        stream.write("\n")
+    elif fmt == "jsonl":
+        for record in records:
+            stream.write(json.dumps(record) + "\n")
+    else:
+        fields = ["path", "cluster", "confidence"] + ([f"p{j}" for j in range(proba.shape[1])] if probs else [])
+        writer = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            writer.writerow(record)
+
+
+def read_assignments(path: str) -> dict[str, str]:
+    from .data.labels import read_path_table
+
+    return {key: row["cluster"].strip() for key, row in read_path_table(path, ("path", "cluster"), "assignments").items()}

@@ -1,0 +1,287 @@
+"""Classical baselines on raw pixels or their PCA: k-means, spectral clustering, Gaussian mixture.
+
+Every deep method must beat these on the benchmarks, so they are honest, well-configured baselines
+(scikit-learn's estimators, k-means++ with 10 restarts, a sparse self-tuning kNN graph).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .. import console
+from ..config import MethodConfig
+from ..data.images import ImageSet
+from ..errors import InputError
+from ..neighbors import knn_query
+from ..spectral import eigengap_k, embed_for_clustering, knn_affinity, spectral_embedding
+from .base import ClusterMethod, FitContext
+from .registry import register
+
+AUTO_K_SAMPLE = 3000  # images used to score each candidate k: keeps `--k auto` fast on large sets
+
+
+@dataclass
+class ClassicalConfig(MethodConfig):
+    """features: 'pixels' (the flattened image) or 'pca' (its first `pca_components` components).
+    k_max: the largest k tried by `--k auto`."""
+
+    features: Literal["pixels", "pca"] = "pixels"
+    pca_components: int = 50
+    k_max: int = 20
+    n_init: int = 10
+
+
+class _PixelFeatures:
+    """Flatten, and optionally project on principal components learned at fit time."""
+
+    def __init__(self, config: ClassicalConfig, seed: int) -> None:
+        self.config = config
+        self.seed = seed
+        self.mean_: np.ndarray | None = None
+        self.components_: np.ndarray | None = None
+
+    def fit_transform(self, images: ImageSet) -> np.ndarray:
+        x = images.flat()
+        if self.config.features == "pca":
+            from sklearn.decomposition import PCA
+
+            n = min(self.config.pca_components, x.shape[0], x.shape[1])
+            pca = PCA(n_components=n, random_state=self.seed).fit(x)
+            self.mean_, self.components_ = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+        return self.transform_flat(x)
+
+    def transform(self, images: ImageSet) -> np.ndarray:
+        return self.transform_flat(images.flat())
+
+    def transform_flat(self, x: np.ndarray) -> np.ndarray:
+        if self.components_ is None:
+            return x
+        return (x - self.mean_) @ self.components_.T
+
+    def state(self) -> dict[str, Any]:
+        if self.components_ is None:
+            return {}
+        return {"pca_mean": torch.from_numpy(self.mean_), "pca_components": torch.from_numpy(self.components_)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        if "pca_components" in state:
+            self.mean_ = state["pca_mean"].numpy()
+            self.components_ = state["pca_components"].numpy()
+
+
+class _ClassicalMethod(ClusterMethod):
+    """Shared plumbing: features, `--k auto` bookkeeping, persistence of the feature map."""
+
+    Config = ClassicalConfig
+    config: ClassicalConfig
+
+    def __init__(self, k: int | str | None = 10, seed: int = 0, device: str = "auto", **options: Any) -> None:
+        super().__init__(k=k, seed=seed, device=device, **options)
+        self.features_ = _PixelFeatures(self.config, seed)
+        self.k_selection_: dict[str, Any] = {}
+
+    def _fit(self, images: ImageSet, context: FitContext) -> None:
+        self._fit_features(self.features_.fit_transform(images))
+
+    def _set_auto_k(self, k: int, selection: dict[str, Any]) -> None:
+        self.k_, self.k_selection_ = k, selection
+        console.info(f"{self.name}: --k auto chose k={k} ({selection['criterion']})")
+
+    def _candidate_ks(self, n: int) -> range:
+        k_max = min(self.config.k_max, n - 1)
+        if k_max < 2:
+            raise InputError(f"--k auto needs at least 3 images, got {n}")
+        return range(2, k_max + 1)
+
+    @abstractmethod
+    def _fit_features(self, x: np.ndarray) -> None:
+        """Fit on the feature matrix; resolves `self.k_` first when it is 'auto'."""
+
+    def predict_proba(self, images: ImageSet) -> np.ndarray:
+        return self._proba_features(self.features_.transform(images))
+
+    @abstractmethod
+    def _proba_features(self, x: np.ndarray) -> np.ndarray: ...
+
+    def fit_info(self) -> dict[str, Any]:
+        return {"k_selection": self.k_selection_} if self.k_selection_ else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"features": self.features_.state(), "k_selection": self.k_selection_, **self._model_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.features_.load(state["features"])
+        self.k_selection_ = state.get("k_selection", {})
+        self._load_model_state(state)
+
+    @abstractmethod
+    def _model_state(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _load_model_state(self, state: dict[str, Any]) -> None: ...
+
+    def _sample(self, x: np.ndarray) -> np.ndarray:
+        if len(x) <= AUTO_K_SAMPLE:
+            return x
+        return x[np.random.default_rng(self.seed).choice(len(x), AUTO_K_SAMPLE, replace=False)]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+@register
+class KMeansMethod(_ClassicalMethod):
+    name = "kmeans"
+    description = "k-means (k-means++, 10 restarts) on pixels or PCA; --k auto by silhouette"
+    supports_auto_k = True
+
+    def _choose_k(self, x: np.ndarray) -> tuple[int, dict[str, Any]]:
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import silhouette_score
+
+        sample = self._sample(x)
+        scores = {}
+        for k in self._candidate_ks(len(sample)):
+            labels = KMeans(k, n_init=3, random_state=self.seed).fit_predict(sample)
+            scores[k] = float(silhouette_score(sample, labels, random_state=self.seed))
+        best = max(scores, key=scores.get)
+        return best, {"criterion": "silhouette", "scores": {str(k): s for k, s in scores.items()}}
+
+    def _fit_features(self, x: np.ndarray) -> None:
+        from sklearn.cluster import KMeans
+
+        if self.k_ == "auto":
+            self._set_auto_k(*self._choose_k(x))
+        km = KMeans(self.k_, n_init=self.config.n_init, random_state=self.seed).fit(x)
+        self.centers_ = km.cluster_centers_.astype(np.float32)
+        # Temperature of the soft assignment: the mean squared distance to the own centre.
+        self.temperature_ = float(max(km.inertia_ / len(x), 1e-12))
+
+    def _proba_features(self, x: np.ndarray) -> np.ndarray:
+        d2 = ((x[:, None, :] - self.centers_[None]) ** 2).sum(-1) if len(x) * len(self.centers_) < 1e7 else None
+        if d2 is None:
+            d2 = (x**2).sum(1)[:, None] - 2 * x @ self.centers_.T + (self.centers_**2).sum(1)[None]
+        return _softmax(-d2 / self.temperature_)
+
+    def _model_state(self) -> dict[str, Any]:
+        return {"centers": torch.from_numpy(self.centers_), "temperature": self.temperature_}
+
+    def _load_model_state(self, state: dict[str, Any]) -> None:
+        self.centers_ = state["centers"].numpy()
+        self.temperature_ = state["temperature"]
+
+
+@dataclass
+class SpectralConfig(ClassicalConfig):
+    """n_neighbors: size of the kNN graph (10, the usual choice for a few thousand images);
+    vote_neighbors: training neighbours that vote on the cluster of a new image."""
+
+    n_neighbors: int = 10
+    vote_neighbors: int = 10
+
+
+@register
+class SpectralMethod(_ClassicalMethod):
+    name = "spectral"
+    description = "spectral clustering on a sparse self-tuning kNN graph; --k auto by eigengap"
+    supports_auto_k = True
+    Config = SpectralConfig
+    config: SpectralConfig
+
+    def _fit_features(self, x: np.ndarray) -> None:
+        affinity = knn_affinity(x, self.config.n_neighbors)
+        n_eig = (min(self.config.k_max, len(x) - 2) + 1) if self.k_ == "auto" else self.k_
+        vectors, values = spectral_embedding(affinity, n_eig, seed=self.seed)
+        if self.k_ == "auto":
+            selection = {"criterion": "eigengap", "eigenvalues": [float(v) for v in values]}
+            self._set_auto_k(eigengap_k(values, 2, len(values) - 1), selection)
+        from sklearn.cluster import KMeans
+
+        embedding = embed_for_clustering(vectors, self.k_)
+        labels = KMeans(self.k_, n_init=self.config.n_init, random_state=self.seed).fit_predict(embedding)
+        self.train_features_ = x.astype(np.float32)
+        self.train_labels_ = labels.astype(np.int64)
+
+    @property
+    def training_labels_(self) -> np.ndarray:
+        return self.train_labels_
+
+    def _proba_features(self, x: np.ndarray) -> np.ndarray:
+        """Out-of-sample extension: a Gaussian-weighted vote of the nearest training images.
+
+        An image identical to a training image (distance 0) takes that image's cluster, so assigning
+        the training set reproduces the fitted partition exactly.
+        """
+        dist, idx = knn_query(self.train_features_, x, self.config.vote_neighbors)
+        scale = np.maximum(dist[:, -1:], 1e-12)
+        weights = np.exp(-((dist / scale) ** 2))
+        votes = np.zeros((len(x), self.k_), dtype=np.float64)
+        np.add.at(votes, (np.repeat(np.arange(len(x)), idx.shape[1]), self.train_labels_[idx].ravel()), weights.ravel())
+        exact = dist[:, 0] <= 1e-6
+        votes[exact] = 0.0
+        votes[exact, self.train_labels_[idx[exact, 0]]] = 1.0
+        return (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def _model_state(self) -> dict[str, Any]:
+        return {"train_features": torch.from_numpy(self.train_features_), "train_labels": torch.from_numpy(self.train_labels_)}
+
+    def _load_model_state(self, state: dict[str, Any]) -> None:
+        self.train_features_ = state["train_features"].numpy()
+        self.train_labels_ = state["train_labels"].numpy()
+
+
+@dataclass
+class GMMConfig(ClassicalConfig):
+    """A full-covariance mixture needs far fewer dimensions than pixels: PCA by default."""
+
+    features: Literal["pixels", "pca"] = "pca"
+    covariance_type: Literal["full", "diag", "tied", "spherical"] = "full"
+
+
+@register
+class GMMMethod(_ClassicalMethod):
+    name = "gmm"
+    description = "Gaussian mixture (EM) on PCA of the pixels; --k auto by BIC"
+    supports_auto_k = True
+    Config = GMMConfig
+    config: GMMConfig
+
+    def _mixture(self, k: int, n_init: int):
+        from sklearn.mixture import GaussianMixture
+
+        return GaussianMixture(
+            k, covariance_type=self.config.covariance_type, n_init=n_init, reg_covar=1e-4, random_state=self.seed
+        )
+
+    def _choose_k(self, x: np.ndarray) -> tuple[int, dict[str, Any]]:
+        sample = self._sample(x)
+        scores = {k: float(self._mixture(k, 1).fit(sample).bic(sample)) for k in self._candidate_ks(len(sample))}
+        best = min(scores, key=scores.get)
+        return best, {"criterion": "bic", "scores": {str(k): s for k, s in scores.items()}}
+
+    def _fit_features(self, x: np.ndarray) -> None:
+        if self.k_ == "auto":
+            self._set_auto_k(*self._choose_k(x))
+        self.gmm_ = self._mixture(self.k_, max(1, self.config.n_init // 5)).fit(x)
+
+    def _proba_features(self, x: np.ndarray) -> np.ndarray:
+        return self.gmm_.predict_proba(x).astype(np.float32)
+
+    _GMM_FIELDS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+
+    def _model_state(self) -> dict[str, Any]:
+        return {f: torch.from_numpy(np.asarray(getattr(self.gmm_, f))) for f in self._GMM_FIELDS}
+
+    def _load_model_state(self, state: dict[str, Any]) -> None:
+        self.gmm_ = self._mixture(self.k_, 1)
+        for f in self._GMM_FIELDS:
+            setattr(self.gmm_, f, state[f].numpy())
+        self.gmm_.precisions_ = None  # not used by predict_proba

@@ -1,0 +1,69 @@
+"""Run folders: what `fit` writes, and the rules that keep earlier work from being overwritten."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .assignments import write_assignments
+from .errors import InputError
+from .io import atomic_write_json, atomic_write_text
+
+CONFIG_NAME = "config.yaml"
+COLLAPSE_SHARE = 0.5  # a cluster holding more than this share of the images is reported as collapse
+
+
+def default_run_dir(method: str) -> Path:
+    return Path("runs") / f"{method}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / CONFIG_NAME).is_file()
+
+
+def prepare_run_dir(path: Path, resume: bool, force: bool) -> None:
+    """Refuse to write into a folder holding other files, or to silently replace a previous run."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {path} exists and is not a folder")
+    if resume:
+        if not is_run_dir(path):
+            raise InputError(f"--resume: {path} is not a previous run (no {CONFIG_NAME})")
+        return
+    if path.is_dir() and any(path.iterdir()) and not force:
+        what = "holds a previous run; use --resume to continue it" if is_run_dir(path) else "exists and is not empty"
+        raise InputError(f"--out {path} {what}, or --force to overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def write_config(path: Path, resolved: dict[str, Any]) -> None:
+    atomic_write_text(path / CONFIG_NAME, yaml.safe_dump(resolved, sort_keys=False))
+
+
+def cluster_sizes(clusters: np.ndarray, k: int) -> list[int]:
+    return np.bincount(clusters, minlength=k).astype(int).tolist()
+
+
+def collapse_warning(sizes: list[int]) -> str | None:
+    """Collapse is deep clustering's most common failure: empty clusters or one giant cluster."""
+    total = sum(sizes)
+    empty = sum(1 for s in sizes if s == 0)
+    if empty:
+        return f"{empty} of {len(sizes)} clusters are empty (sizes {sizes})"
+    if total and max(sizes) > COLLAPSE_SHARE * total:
+        return f"one cluster holds {max(sizes) / total:.0%} of the images (sizes {sizes})"
+    return None
+
+
+def write_run_outputs(
+    path: Path, paths: list[str], proba: np.ndarray, labels: np.ndarray | None, metrics: dict[str, Any]
+) -> None:
+    buffer = io.StringIO()
+    write_assignments(buffer, paths, proba, labels)
+    atomic_write_text(path / "assignments.csv", buffer.getvalue())
+    atomic_write_json(path / "metrics.json", metrics)
+
