@@ -55,10 +55,10 @@ def _fail(message: str, code: int) -> int:
 
 
 def _quiet_broken_pipe() -> int:
-    """Downstream closed stdout (`| head`): stop quietly, and keep Python from complaining at exit."""
+    """Downstream closed stdout (`| head`): stop quietly with status 1, as click and Python's docs do."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    return 0
+    return 1
 
 
 def _is_usage_error(exc: Exception) -> bool:

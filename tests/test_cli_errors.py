@@ -1,0 +1,145 @@
+"""Bad input: one clear line on stderr, exit code 2, nothing half-written left behind."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.code == 2, (result.code, result.err)
+    lines = [line for line in result.err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_source(cli, tmp_path):
+    result = cli("fit", tmp_path / "nope", "--method", "kmeans", "--k", "3", "--out", tmp_path / "run")
+    assert_one_line_error(result, "source not found")
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_folder(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = cli("fit", tmp_path / "empty", "--method", "kmeans", "--k", "3", "--out", tmp_path / "run")
+    assert_one_line_error(result, "no image files")
+    assert not (tmp_path / "run").exists()
+
+
+def test_folder_of_only_corrupt_files(cli, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"not a png")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    result = cli("fit", folder, "--method", "kmeans", "--k", "2", "--out", tmp_path / "run")
+    assert_one_line_error(result, "could be read")
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_files_are_skipped_and_counted(cli, tmp_path, digits_dir):
+    folder = tmp_path / "mixed"
+    shutil.copytree(digits_dir / "images", folder)
+    (folder / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (folder / "zz-text.jpg").write_text("hello")
+    result = cli("fit", folder, "--method", "kmeans", "--k", "10", "--out", tmp_path / "run", "--quiet")
+    assert result.code == 0, result.err
+    assert "skipped zz-broken.png" in result.err and "skipped zz-text.jpg" in result.err
+    assert "2 of 1799 files skipped" in result.err
+    import json
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_images"] == 1797 and metrics["n_skipped"] == 2
+
+
+def test_unknown_method(cli, tmp_path):
+    result = cli("fit", "builtin:digits", "--method", "nosuch", "--k", "3", "--out", tmp_path / "run")
+    assert_one_line_error(result, "unknown method 'nosuch'", "kmeans")
+
+
+@pytest.mark.parametrize("k, fragment", [("1", ">= 2"), ("5000", "larger than the number of images"), ("x", "integer")])
+def test_k_out_of_range(cli, tmp_path, k, fragment):
+    result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", k, "--out", tmp_path / "run")
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_option_names_valid_ones(cli, tmp_path):
+    result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--set", "n_neighbours=4")
+    assert_one_line_error(result, "unknown option", "n_neighbours", "valid:", "n_init")
+
+
+def test_epochs_on_a_method_that_does_not_train(cli, tmp_path):
+    result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--epochs", "3")
+    assert_one_line_error(result, "does not train")
+
+
+def test_labels_file_without_columns(cli, tmp_path, digits_dir):
+    bad = tmp_path / "labels.csv"
+    bad.write_text("file,class\nimages/00000.png,0\n")
+    result = cli("fit", digits_dir, "--method", "kmeans", "--k", "3", "--labels", bad, "--out", tmp_path / "run")
+    assert_one_line_error(result, "needs columns path,label")
+    assert not (tmp_path / "run").exists()
+    assignments = tmp_path / "a.csv"
+    assignments.write_text("path,cluster,confidence\nimages/00000.png,1,1.0\n")
+    assert_one_line_error(cli("evaluate", assignments, "--labels", bad), "needs columns path,label")
+
+
+def test_labels_that_do_not_match(cli, tmp_path, digits_dir):
+    wrong = tmp_path / "labels.csv"
+    wrong.write_text("path,label\n00000.png,0\n00001.png,1\n")
+    result = cli("fit", digits_dir, "--method", "kmeans", "--k", "3", "--labels", wrong, "--out", tmp_path / "run")
+    assert_one_line_error(result, "have no label")
+    assert not (tmp_path / "run").exists()
+    assignments = tmp_path / "a.csv"
+    assignments.write_text("path,cluster,confidence\nimages/00000.png,1,1.0\nimages/00001.png,0,1.0\n")
+    result = cli("evaluate", assignments, "--labels", wrong)
+    assert_one_line_error(result, "2 assigned paths have no label")
+
+
+def test_checkpoint_missing_corrupt_or_other_version(cli, tmp_path, digits_dir):
+    result = cli("assign", digits_dir, "--model", tmp_path / "nope")
+    assert_one_line_error(result, "checkpoint not found")
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    assert_one_line_error(cli("assign", digits_dir, "--model", corrupt), "not a clusterkit model")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    assert_one_line_error(cli("assign", digits_dir, "--model", foreign), "not a clusterkit model")
+    old = tmp_path / "old.ckpt"
+    torch.save({"format": "clusterkit-model", "format_version": 999}, old)
+    assert_one_line_error(cli("assign", digits_dir, "--model", old), "format version 999")
+
+
+def test_output_folder_that_is_not_a_run(cli, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--out", out)
+    assert_one_line_error(result, "exists and is not empty", "--force")
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    forced = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--out", out, "--force", "--quiet")
+    assert forced.code == 0, forced.err
+    assert (out / "model.ckpt").is_file() and (out / "precious.txt").is_file()
+
+
+def test_previous_run_is_not_overwritten_silently(cli, tmp_path):
+    out = tmp_path / "run"
+    assert cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--out", out, "--quiet").code == 0
+    result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--out", out)
+    assert_one_line_error(result, "previous run", "--resume")
+
+
+def test_resume_needs_a_previous_run(cli, tmp_path):
+    result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--out", tmp_path / "x", "--resume")
+    assert_one_line_error(result, "not a previous run")
+
+
+def test_no_temporary_files_left(cli, tmp_path):
+    out = tmp_path / "run"
+    assert cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--out", out, "--quiet").code == 0
+    assert not [p for p in Path(out).iterdir() if p.name.startswith(".")]
