@@ -1,0 +1,31 @@
+# One command each, on a fresh machine: `make demo` (install + cluster the built-in digits) and
+# `make test` (install + run the test suite). CI runs `make test` through .ci/run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test benchmark clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/clusterkit datasets export digits data/digits
+	$(BIN)/clusterkit fit data/digits --method kmeans --k 10 --labels data/digits/labels.csv --out runs/demo-kmeans --force --quiet
+	$(BIN)/clusterkit fit data/digits --method spectral --k 10 --labels data/digits/labels.csv --out runs/demo-spectral --force --quiet
+	$(BIN)/clusterkit fit data/digits --method sanet --k 10 --labels data/digits/labels.csv --out runs/demo-sanet --force
+	$(BIN)/clusterkit assign data/digits --model runs/demo-sanet --output runs/demo-sanet/assign.csv
+	@for m in kmeans spectral sanet; do echo "== $$m"; $(BIN)/clusterkit evaluate runs/demo-$$m/assignments.csv --labels data/digits/labels.csv; done
+
+test: install
+	$(BIN)/python -m pytest -q
+
+benchmark: install
+	$(BIN)/python benchmarks/quality.py --methods kmeans,spectral,gmm,depict,sanet,gatcluster --seeds 0,1,2
+
+clean:
+	rm -rf $(VENV) runs data benchmarks/out

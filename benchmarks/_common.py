@@ -1,0 +1,55 @@
+"""Helpers shared by the benchmark scripts: timing a fit, peak memory, printing and saving tables."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def timed_fit(method: str, images, k: int, seed: int, **options: Any) -> dict[str, Any]:
+    """Fit one method, predict the training images, score against their labels."""
+    from clusterkit import get_method
+    from clusterkit.metrics import evaluate
+
+    model = get_method(method, k=k, seed=seed, **options)
+    start = time.perf_counter()
+    model.fit(images)
+    predicted = model.training_labels_
+    if predicted is None:
+        predicted = model.predict(images)
+    seconds = time.perf_counter() - start
+    scores = evaluate(images.labels, predicted)
+    return {"method": method, "seed": seed, "seconds": round(seconds, 2),
+            **{key: round(scores[key], 4) for key in ("acc", "nmi", "ari")}}
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    print(" | ".join(c.ljust(widths[c]) for c in columns))
+    print("-|-".join("-" * widths[c] for c in columns))
+    for row in rows:
+        print(" | ".join(_fmt(row.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    from clusterkit.io import atomic_write_json
+
+    atomic_write_json(path, payload)
+    print(f"wrote {path}", file=sys.stderr)

@@ -1,0 +1,54 @@
+"""ACC / NMI / ARI and fit time of every method on the built-in data sets, side by side, in one run.
+
+    python benchmarks/quality.py --methods kmeans,spectral,gmm,depict,sanet,gatcluster --seeds 0,1,2
+
+Prints one row per method and data set (mean and spread over seeds) and writes all runs as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+
+from _common import print_table, timed_fit, write_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="", help="comma-separated; default: every registered method")
+    parser.add_argument("--datasets", default="digits", help="comma-separated built-in data sets")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--out", default="benchmarks/out/quality.json")
+    args = parser.parse_args()
+
+    from clusterkit import load_images
+    from clusterkit.methods.registry import available_methods
+
+    methods = [m for m in args.methods.split(",") if m] or list(available_methods())
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs, summary = [], []
+    for dataset in args.datasets.split(","):
+        images = load_images(f"builtin:{dataset}")
+        for method in methods:
+            results = [timed_fit(method, images, args.k, seed) for seed in seeds]
+            for result in results:
+                result["dataset"] = dataset
+            runs.extend(results)
+            row = {"dataset": dataset, "method": method}
+            for key in ("acc", "nmi", "ari", "seconds"):
+                values = [r[key] for r in results]
+                row[key] = statistics.mean(values)
+                row[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary.append(row)
+            print(f"{dataset} {method}: acc {row['acc']:.3f} ± {row['acc_sd']:.3f}", flush=True)
+    print()
+    print_table(summary, ["dataset", "method", "acc", "acc_sd", "nmi", "ari", "seconds"])
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    write_json(args.out, {"machine": machine, "seeds": seeds, "summary": summary, "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
