@@ -1,0 +1,58 @@
+"""What a method hands the trainer: its phases, each a loss of a batch plus optional hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+LossFn = Callable[[nn.Module, Any], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class EpochContext:
+    """Passed to `Phase.batches`: where training stands and this epoch's shuffle seed."""
+
+    trainer: "Trainer"
+    phase: str
+    epoch: int
+    seed: int
+
+
+@dataclass
+class Phase:
+    """One stage of training (pretraining, clustering, ...), run for up to `epochs` epochs.
+
+    Each epoch the trainer iterates `batches(ctx)` (default: every image once, shuffled, `batch_size`
+    per step across all ranks, as `data.Batch`), calls `loss(module, batch)` and takes one optimizer
+    step on `terms["loss"]`; the other terms are logged. `module` is the part trained in this phase
+    (DistributedDataParallel-wrapped under torchrun): call it exactly once per step; for extra
+    passes without gradients call the unwrapped module (which the method holds anyway).
+
+    Hooks, all optional: `on_start()` once when the phase begins (not again on resume: its effect is
+    in the checkpoint), e.g. k-means initialisation or first targets; `on_epoch_end(ctx)` after each
+    epoch, e.g. a target update, returning True to end the phase early (converged); `assign()` the
+    current cluster of every image, used only to log ACC/NMI/ARI when ground truth is known.
+    A method whose unit is not "an epoch of shuffled batches" (GATCluster's outer iterations: a big
+    batch, no-grad targets, then sub-batch passes) supplies `batches` as a generator: it may compute
+    targets without gradients between yields, and yields whatever its `loss` takes.
+    """
+
+    name: str
+    epochs: int
+    loss: LossFn
+    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+    module: nn.Module | None = None
+    batch_size: int = 256
+    scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None
+    on_start: Callable[[], None] | None = None
+    on_epoch_end: Callable[[EpochContext], bool | None] | None = None
+    batches: Callable[[EpochContext], Iterable[Any]] | None = None
+    assign: Callable[[], np.ndarray] | None = None

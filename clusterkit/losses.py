@@ -1,0 +1,66 @@
+"""Shared loss terms, as small pure functions of tensors (one job each).
+
+Functions that need statistics of the whole batch take the predictions of every rank: pass them
+through `clusterkit.engine.all_gather_with_grad` first under torchrun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+_EPS = 1e-12
+
+
+def prior_targets(probs: torch.Tensor, power: float = 2.0, freq_exponent: float = 1.0) -> torch.Tensor:
+    """Targets q_ik ∝ p_ik^power / f_k^freq_exponent, rows summing to one, f_k = Σ_i p_ik.
+
+    Dividing by the soft cluster frequencies f_k discourages empty and giant clusters; the power
+    sharpens. (2, 1) is DEC's and the released DEPICT code's p²/f; (1, 0.5) is DEPICT's paper, p/√f.
+    Pass the predictions of all images (or of the global batch under torchrun).
+    """
+    q = probs.pow(power) / probs.sum(dim=0, keepdim=True).clamp_min(_EPS).pow(freq_exponent)
+    return q / q.sum(dim=1, keepdim=True).clamp_min(_EPS)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of −Σ_k q_k log softmax(logits)_k: KL(q‖p) up to q's constant entropy."""
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def layerwise_reconstruction(
+    reconstructions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], weights: Sequence[float]
+) -> torch.Tensor:
+    """Σ_l w_l · mean squared error of layer l; targets are treated as constants."""
+    return sum(w * F.mse_loss(r, t.detach()) for r, t, w in zip(reconstructions, targets, weights, strict=True))
+
+
+def mean_prediction_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the batch-mean label distribution: log K at balanced clusters, 0 when every
+    image goes to one cluster. Maximizing it rules out the trivial one-cluster solution."""
+    mean = probs.mean(dim=0).clamp_min(_EPS)
+    return -(mean * mean.log()).sum()
+
+
+def expected_agreement_loss(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """−mean_i Σ_k p_ik q_ik: lowest when each prediction puts its mass where its target does."""
+    return -(probs * targets).sum(dim=1).mean()
+
+
+def probability_bce(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy between probabilities and soft targets, element-wise mean, in float32
+    (torch's own `binary_cross_entropy` refuses to run under CUDA autocast)."""
+    p = probs.float().clamp(1e-7, 1 - 1e-7)
+    t = targets.float()
+    return -(t * p.log() + (1 - t) * (1 - p).log()).mean()
+
+
+def pairwise_relation_loss(probs: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
+    """BCE between the cosine similarity of two images' label distributions (in [0, 1] for
+    probabilities) and a 0/1 same-cluster target, over the pairs i <= j."""
+    unit = probs.float() / probs.float().norm(dim=1, keepdim=True).clamp_min(1e-5)
+    rows, cols = torch.tril_indices(len(probs), len(probs), device=probs.device)
+    similarity = (unit[rows] * unit[cols]).sum(dim=1).clamp(0, 1)
+    return probability_bce(similarity, relation[rows, cols])

@@ -1,0 +1,1 @@
+"""Shared network building blocks (encoders, autoencoders, heads) sized from the data."""
