@@ -43,25 +43,60 @@ def normalized_laplacian(affinity: sp.spmatrix) -> sp.csr_matrix:
     return (sp.identity(affinity.shape[0], format="csr") - d @ affinity @ d).tocsr()
 
 
+DENSE_COMPONENT = 256  # components this small are solved densely (a few hundred KiB at most)
+
+
 def spectral_embedding(
     affinity: sp.spmatrix, n_components: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """The `n_components` eigenvectors of L_sym with smallest eigenvalues, and those eigenvalues.
 
-    Solved as the largest eigenpairs of 2I - L_sym = I + D^-1/2 W D^-1/2 (spectrum in [0, 2]):
-    Lanczos converges fast at the large end and needs no factorization, unlike shift-invert on L.
+    A kNN graph is often disconnected, and then eigenvalue 0 is repeated once per component, which a
+    single-vector Krylov solver does not resolve reliably. L_sym is block-diagonal over connected
+    components, so each component is solved on its own and the spectra are merged: exact, and no
+    larger than the largest component.
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    affinity = sp.csr_matrix(affinity)
+    n = affinity.shape[0]
+    n_components = min(n_components, n)
+    count, component = connected_components(affinity, directed=False)
+    values, owners, vectors = [], [], []
+    for c in range(count):
+        members = np.flatnonzero(component == c)
+        vals, vecs = _smallest_eigenpairs(affinity[members][:, members], n_components, seed)
+        values.extend(vals)
+        owners.extend([members] * len(vals))
+        vectors.extend(vecs.T)
+    order = np.argsort(values, kind="stable")[:n_components]
+    embedding = np.zeros((n, len(order)))
+    for column, i in enumerate(order):
+        embedding[owners[i], column] = vectors[i]
+    return embedding, np.clip(np.asarray(values)[order], 0.0, 2.0)
+
+
+def _smallest_eigenpairs(affinity: sp.csr_matrix, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest eigenpairs of L_sym of one connected graph, ascending.
+
+    Solved as the largest of 2I - L_sym = I + D^-1/2 W D^-1/2 (spectrum in [0, 2]): Lanczos converges
+    fast at that end and needs no factorization, unlike shift-invert on L itself.
     """
     n = affinity.shape[0]
     degree = np.asarray(affinity.sum(axis=1)).ravel()
     inv_sqrt = 1.0 / np.sqrt(np.maximum(degree, np.finfo(np.float64).tiny))
     d = sp.diags(inv_sqrt)
     shifted = (sp.identity(n, format="csr") + d @ affinity @ d).tocsr()
-    n_components = min(n_components, n - 1)
-    v0 = np.random.default_rng(seed).uniform(-1, 1, n)
-    values, vectors = eigsh(shifted, k=n_components, which="LA", v0=v0, tol=1e-6, maxiter=n * 20)
-    order = np.argsort(-values)
-    eigenvalues = 2.0 - values[order]
-    return vectors[:, order], np.clip(eigenvalues, 0.0, 2.0)
+    if n <= DENSE_COMPONENT or count >= n - 1:
+        values, vectors = np.linalg.eigh(shifted.toarray())
+        values, vectors = values[::-1][:count], vectors[:, ::-1][:, :count]
+    else:
+        v0 = np.random.default_rng(seed).uniform(-1, 1, n)
+        ncv = min(n, max(2 * count + 1, 20))
+        values, vectors = eigsh(shifted, k=count, which="LA", v0=v0, ncv=ncv, tol=1e-8, maxiter=n * 20)
+        order = np.argsort(-values)
+        values, vectors = values[order], vectors[:, order]
+    return 2.0 - values, vectors
 
 
 def embed_for_clustering(vectors: np.ndarray, n_clusters: int) -> np.ndarray:

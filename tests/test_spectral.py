@@ -1,0 +1,39 @@
+"""Shared spectral module: sparse graph, Laplacian spectrum, eigengap."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clusterkit.neighbors import knn
+from clusterkit.spectral import eigengap_k, knn_affinity, normalized_laplacian, spectral_embedding
+
+
+def blobs(n_per=60, centers=((0, 0), (10, 0), (0, 10)), seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(c, 0.5, size=(n_per, 2)) for c in centers]).astype(np.float32)
+
+
+def test_knn_excludes_self_and_sorts():
+    x = blobs()
+    dist, idx = knn(x, 5, backend="sklearn")
+    assert (idx != np.arange(len(x))[:, None]).all()
+    assert (np.diff(dist, axis=1) >= -1e-6).all()
+
+
+def test_affinity_is_sparse_symmetric_and_linear_in_n():
+    x = blobs()
+    graph = knn_affinity(x, n_neighbors=8)
+    assert graph.nnz <= len(x) * 8 * 2
+    assert abs(graph - graph.T).max() < 1e-12
+    assert graph.data.min() > 0 and graph.data.max() <= 1.0
+
+
+def test_three_separated_blobs_give_three_zero_eigenvalues_and_eigengap_three():
+    x = blobs()
+    graph = knn_affinity(x, n_neighbors=8)
+    vectors, values = spectral_embedding(graph, 6, seed=0)
+    assert np.allclose(values[:3], 0.0, atol=1e-6) and values[3] > 1e-3
+    assert eigengap_k(values, 2, 5) == 3
+    laplacian = normalized_laplacian(graph)
+    residual = laplacian @ vectors[:, :3]
+    assert np.abs(residual).max() < 1e-5
