@@ -5,7 +5,6 @@ The CLI's `fit` is this function plus printing; Python users can call `run_fit` 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from .checkpoint import CHECKPOINT_NAME
 from .config import config_to_dict, load_config_file, parse_set_options
 from .data import ImageSet, load_images
 from .data.labels import match_labels, read_labels
+from .engine import is_main_process
 from .errors import InputError
 from .methods.base import ClusterMethod, FitContext
 from .methods.registry import get_method_class
@@ -103,11 +103,6 @@ def ground_truth(images: ImageSet, labels_file: Path | None) -> list[str] | None
     return images.labels
 
 
-def is_primary_process() -> bool:
-    """Under torchrun only rank 0 writes files."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def run_fit(request: FitRequest) -> FitResult:
     method, k, seed, options = resolve_settings(request)
     model = get_method_class(method)(k=k, seed=seed, device=request.device, **options)
@@ -117,7 +112,7 @@ def run_fit(request: FitRequest) -> FitResult:
     truth = ground_truth(images, request.labels)
     model.check_k(len(images))
     run_dir = request.out or default_run_dir(method)
-    primary = is_primary_process()
+    primary = is_main_process()  # under torchrun only rank 0 writes files
     if primary:
         prepare_run_dir(run_dir, resume=request.resume, force=request.force)
         write_config(run_dir, {"method": method, "k": k, "seed": seed, **config_to_dict(cfg)})
