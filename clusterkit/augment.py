@@ -3,7 +3,7 @@
 torchvision's v2 transforms draw one set of parameters per call, so a batch passed through
 `v2.RandomAffine` gets the same rotation for every image; looping over images instead costs a few
 kernel launches per image. `BatchAugment` keeps v2's parameter ranges and formulas (flip,
-`ColorJitter`, `RandomAffine` with torchvision's inverse affine matrix, `Grayscale`) but draws them
+`ColorJitter`, `RandomAffine` with torchvision's inverse affine matrix) but draws them
 per image and applies them as a few batched tensor operations (one `grid_sample` for flip + affine),
 on whatever device the batch is on. Random draws come from an explicit CPU generator, so a seed
 gives the same augmentations on CPU and GPU.
@@ -32,14 +32,13 @@ class AugmentPolicy:
     translate: float = 0.0
     scale: tuple[float, float] = (1.0, 1.0)
     shear: float = 0.0
-    grayscale: bool = False
 
 
 class BatchAugment:
     """`augment(x, generator)`: x float (N, C, H, W) in [0, 1] -> augmented batch, same device.
 
     Order as in GATCluster's pipeline: flip, colour jitter (brightness, contrast, saturation, hue in
-    this fixed order; v2 shuffles it), affine, then grayscale. Affine sampling is bilinear with
+    this fixed order; v2 shuffles it), then affine. Affine sampling is bilinear with
     zeros outside the image (v2 defaults to nearest, which is blocky on small images).
     """
 
@@ -73,8 +72,6 @@ class BatchAugment:
             )
             matrix[flip, 0] *= -1  # flip first: sample the flipped image at the affine's source point
             x = warp(x, matrix.to(x.device))
-        if p.grayscale and x.shape[1] == 3:
-            x = TF.rgb_to_grayscale(x, num_output_channels=3)
         return x
 
 

@@ -1,0 +1,295 @@
+"""GATCluster (Niu, Zhang, Wang, Liang, ECCV 2020): a self-supervised Gaussian-attention network that
+outputs cluster labels directly (a k-way softmax), trained with four self-generated tasks in a
+two-step schedule whose memory does not grow with the big batch.
+
+Equations, defaults and their sources, and departures from the paper: docs/methods.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from ..augment import AugmentPolicy, BatchAugment
+from ..config import MethodConfig, config_to_dict
+from ..data.images import ImageSet
+from ..engine import EpochContext, Phase, Trainer, all_gather_with_grad, resolve_device
+from ..engine.distributed import shard
+from ..errors import InputError
+from ..losses import (
+    expected_agreement_loss,
+    mean_prediction_entropy,
+    pairwise_relation_loss,
+    prior_targets,
+    probability_bce,
+)
+from ..nn.attention import GaussianAttention
+from ..nn.vgg import VGGBackbone
+from .base import ClusterMethod, FitContext
+from .registry import register
+
+
+@dataclass
+class GATClusterConfig(MethodConfig):
+    """Defaults from the official code's STL-10 config unless docs/methods.md says otherwise.
+
+    epochs: outer iterations (one big batch: step 1 targets, then step 2 sub-batch passes).
+    big_batch: B, images per outer iteration. batch_size: images per optimizer step in step 2.
+    repeats: passes of step 2 over the big batch. grayscale: train on luminance, as the official
+    code does for every data set. Augmentation ranges follow torchvision's conventions.
+    """
+
+    epochs: int = 30
+    big_batch: int = 1000
+    batch_size: int = 32
+    repeats: int = 8
+    lr: float = 1e-3
+    width: int = 64
+    convs_per_block: int = 3
+    feature_dim: int = 32
+    attention_lambda: float = 0.05
+    weight_similarity: float = 5.0
+    weight_entropy: float = 3.0
+    weight_relation: float = 1.0
+    weight_attention: float = 5.0
+    kmeans_restarts: int = 20
+    min_cluster_ratio: float = 0.1
+    grayscale: bool = True
+    flip: float = 0.5
+    brightness: float = 0.3
+    contrast: float = 0.3
+    hue: float = 0.2
+    degrees: float = 10.0
+    translate: float = 0.1
+    scale_min: float = 0.8
+    scale_max: float = 1.2
+    shear: float = 10.0
+    mixed_precision: bool = True
+
+    def validate(self) -> None:
+        for key in ("epochs", "big_batch", "batch_size", "repeats", "width", "convs_per_block", "feature_dim", "kmeans_restarts"):
+            if getattr(self, key) < 1:
+                raise InputError(f"gatcluster: {key} must be >= 1, got {getattr(self, key)}")
+        if self.batch_size > self.big_batch:
+            raise InputError(f"gatcluster: batch_size ({self.batch_size}) must not exceed big_batch ({self.big_batch})")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise InputError("gatcluster: need 0 < scale_min <= scale_max")
+        if not 0 <= self.hue <= 0.5:
+            raise InputError(f"gatcluster: hue must be in [0, 0.5], got {self.hue}")
+
+    def augment_policy(self) -> AugmentPolicy:
+        return AugmentPolicy(
+            flip=self.flip, brightness=self.brightness, contrast=self.contrast, hue=self.hue, degrees=self.degrees,
+            translate=self.translate, scale=(self.scale_min, self.scale_max), shear=self.shear,
+        )
+
+
+def to_network_input(x: torch.Tensor, grayscale: bool) -> torch.Tensor:
+    """RGB -> luminance when the network trains on grayscale (the official code's `*_gray` data sets)."""
+    return TF.rgb_to_grayscale(x) if grayscale and x.shape[1] == 3 else x
+
+
+def label_head(in_features: int, k: int) -> nn.Sequential:
+    """The official MLP [features, k, k] ending in a softmax: the Label Feature Theorem's one-hot layer."""
+    return nn.Sequential(nn.Linear(in_features, k), nn.ReLU(inplace=True), nn.Linear(k, k), nn.Softmax(dim=1))
+
+
+class GATClusterNet(nn.Module):
+    """Images -> (p_ori, p_att): label distributions of the global branch (average-pooled map) and of
+    the Gaussian-attention branch. Clusters are the argmax of p_ori."""
+
+    def __init__(self, in_channels: int, image_size: tuple[int, int], k: int, config: GATClusterConfig) -> None:
+        super().__init__()
+        width = config.width
+        self.backbone = VGGBackbone(
+            in_channels, image_size, widths=(width, 2 * width, 4 * width),
+            convs_per_block=config.convs_per_block, out_dim=config.feature_dim,
+        )
+        dim = config.feature_dim
+        self.project = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.BatchNorm2d(dim))
+        self.classify = label_head(dim, k)
+        self.attention = GaussianAttention(dim, self.backbone.map_size, hidden=k, lam=config.attention_lambda)
+        self.classify_attended = label_head(dim, k)
+
+    def forward(self, x: torch.Tensor, attention: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        features = self.backbone(x)
+        projected = self.project(features)
+        probs = self.classify(projected.mean(dim=(2, 3)))
+        if not attention:
+            return probs, None
+        attended, _, _ = self.attention(features, projected)
+        return probs, self.classify_attended(attended)
+
+    def attention_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks (N, h, w) and their parameters (N, 3) = (mu_row, mu_col, sigma)."""
+        features = self.backbone(x)
+        _, mask, theta = self.attention(features, self.project(features))
+        return mask, theta
+
+
+@dataclass
+class SubBatch:
+    """One step-2 optimizer step: augmented images and their slices of the step-1 targets."""
+
+    x: torch.Tensor
+    similarity_target: torch.Tensor
+    attention_target: torch.Tensor
+    relation: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def relation_labels(attention_target: np.ndarray, k: int, restarts: int, min_ratio: float, seed: int) -> np.ndarray | None:
+    """Same-cluster pseudo-labels from k-means on the attention targets (the official code's relation
+    target), or None when a cluster is nearly empty (fewer than min_ratio * B / k images): then only
+    each image with itself counts as a positive pair."""
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit_predict(attention_target.astype(np.float64))
+    counts = np.bincount(labels, minlength=k)
+    return None if counts.min() < min_ratio * len(labels) / k else labels
+
+
+class TwoStepSchedule:
+    """GATCluster's outer iteration as the engine's epoch: `batches` runs step 1 (targets for a big
+    batch, no gradients, clean images) and then yields step 2's augmented sub-batches; `loss` scores
+    one sub-batch. Only one sub-batch is ever on the device with gradients, whatever B is."""
+
+    def __init__(self, net: GATClusterNet, trainer: Trainer, config: GATClusterConfig, k: int) -> None:
+        self.net = net
+        self.trainer = trainer
+        self.config = config
+        self.k = k
+        self.augment = BatchAugment(config.augment_policy())
+
+    @torch.no_grad()
+    def predict(self, index: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        """p_ori of the clean images `index` in eval mode (BatchNorm running statistics), on the CPU."""
+        was_training = self.net.training
+        self.net.eval()
+        out = []
+        with self.trainer.precision.autocast():
+            for start in range(0, len(index), chunk):
+                x = self.trainer.data.batch(index[start : start + chunk]).x
+                out.append(self.net(to_network_input(x, self.config.grayscale), attention=False)[0].float().cpu())
+        self.net.train(was_training)
+        return torch.cat(out)
+
+    def batches(self, ctx: EpochContext) -> Iterator[SubBatch]:
+        cfg = self.config
+        generator = torch.Generator().manual_seed(ctx.seed)
+        n = len(self.trainer.data)
+        chosen = torch.randperm(n, generator=generator)[: min(cfg.big_batch, n)]
+        # Step 1: every rank computes the same targets (same big batch, same k-means seed).
+        probs = self.predict(chosen)
+        similarity_target = prior_targets(probs, power=1.0, freq_exponent=1.0)
+        attention_target = prior_targets(probs, power=2.0, freq_exponent=1.0)
+        labels = relation_labels(attention_target.numpy(), self.k, cfg.kmeans_restarts, cfg.min_cluster_ratio, ctx.seed % 2**31)
+        labels_t = None if labels is None else torch.from_numpy(labels)
+        # Step 2: `repeats` shuffled passes over the big batch, one augmented view per image.
+        self.net.train()
+        device = self.trainer.device
+        per_step = min(cfg.batch_size, len(chosen))
+        for _ in range(cfg.repeats):
+            order = torch.randperm(len(chosen), generator=generator)
+            for start in range(0, len(chosen) - per_step + 1, per_step):
+                rows = shard(order[start : start + per_step], self.trainer.env)
+                x = self.augment(self.trainer.data.batch(chosen[rows]).x, generator)
+                if labels_t is None:
+                    relation = torch.eye(len(rows))
+                else:
+                    relation = (labels_t[rows, None] == labels_t[None, rows]).float()
+                yield SubBatch(
+                    x=to_network_input(x, self.config.grayscale),
+                    similarity_target=similarity_target[rows].to(device),
+                    attention_target=attention_target[rows].to(device),
+                    relation=relation.to(device),
+                )
+
+    def loss(self, module: nn.Module, batch: SubBatch) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        probs, probs_att = module(batch.x)
+        similarity = expected_agreement_loss(probs.float(), batch.similarity_target)
+        # Entropy of the mean over the global sub-batch (all ranks), as a single process would see it.
+        entropy = -(
+            mean_prediction_entropy(all_gather_with_grad(probs.float()))
+            + mean_prediction_entropy(all_gather_with_grad(probs_att.float()))
+        )
+        relation = pairwise_relation_loss(probs, batch.relation)
+        attention = probability_bce(probs_att, batch.attention_target)
+        total = (
+            cfg.weight_similarity * similarity
+            + cfg.weight_entropy * entropy
+            + cfg.weight_relation * relation
+            + cfg.weight_attention * attention
+        )
+        return {"loss": total, "similarity": similarity, "entropy": entropy, "relation": relation, "attention": attention}
+
+
+@register
+class GATCluster(ClusterMethod):
+    name = "gatcluster"
+    description = "GATCluster (ECCV 2020): Gaussian-attention convnet with a softmax label layer, four self-learning tasks"
+    trainable = True
+    Config = GATClusterConfig
+
+    def _input_channels(self) -> int:
+        return 1 if self.config.grayscale else self.image_shape_[0]
+
+    def _build(self) -> GATClusterNet:
+        return GATClusterNet(self._input_channels(), tuple(self.image_shape_[1:]), int(self.k_), self.config)
+
+    def _fit(self, images: ImageSet, context: FitContext) -> None:
+        cfg = self.config
+        trainer = Trainer(
+            images, seed=self.seed, device=self.device, context=context,
+            fingerprint={"method": self.name, "k": int(self.k_), "seed": self.seed, "shape": list(self.image_shape_),
+                         "config": {key: v for key, v in config_to_dict(cfg).items() if key != "epochs"}},
+            mixed_precision=cfg.mixed_precision,
+        )
+        self.net_ = self._build()  # after the Trainer: it seeds the generators that initialise weights
+        schedule = TwoStepSchedule(self.net_, trainer, cfg, int(self.k_))
+        everything = torch.arange(len(images))
+        phase = Phase(
+            name="gatcluster",
+            epochs=cfg.epochs,
+            loss=schedule.loss,
+            optimizer=lambda params: torch.optim.Adam(params, lr=cfg.lr),
+            batch_size=cfg.batch_size,
+            batches=schedule.batches,
+            assign=lambda: schedule.predict(everything).argmax(dim=1).numpy(),
+        )
+        trainer.fit(self.net_, [phase])
+        self.net_.cpu().eval()
+
+    @torch.no_grad()
+    def predict_proba(self, images: ImageSet, batch_size: int = 256) -> np.ndarray:
+        """p_ori, the global branch's label distribution (no k-means afterwards)."""
+        if (images.channels, *images.size) != tuple(self.image_shape_):
+            raise InputError(
+                f"images are {images.channels}x{images.size[0]}x{images.size[1]}, the model was trained on "
+                f"{self.image_shape_[0]}x{self.image_shape_[1]}x{self.image_shape_[2]}"
+            )
+        device = resolve_device(self.device)
+        net = self.net_.to(device).eval()
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images.pixels[start : start + batch_size]).to(device).float().div_(255.0)
+            out.append(net(to_network_input(x, self.config.grayscale), attention=False)[0].float().cpu())
+        self.net_.cpu()
+        return torch.cat(out).numpy().astype(np.float64)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net_ = self._build()
+        self.net_.load_state_dict(state["net"])
+        self.net_.eval()
