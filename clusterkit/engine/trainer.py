@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import console
 from ..data.images import ImageSet
+from ..errors import InputError
 from ..methods.base import FitContext
 from .data import ImageCache
 from .device import resolve_device
@@ -66,7 +67,7 @@ class Trainer:
         context = context or FitContext()
         self.run_dir = Path(context.run_dir) if context.run_dir is not None else None
         self.resume = context.resume
-        if self.resume and self.run_dir is None:
+        if self.resume and self.run_dir is None and self.env.is_main:
             raise ValueError("resuming needs a run folder")
         self.fingerprint = {**(fingerprint or {}), "n_images": len(images)}
         self.extra_state = extra_state
@@ -214,8 +215,19 @@ class Trainer:
         )
 
     def _load(self, model: nn.Module) -> dict[str, Any]:
-        assert self.run_dir is not None
-        saved = load_train_state(self.run_dir / STATE_NAME, self.fingerprint)
+        """Rank 0 reads the checkpoint and hands it to the others (no shared file system needed)."""
+        saved, error = None, None
+        if self.env.is_main:
+            try:
+                saved = load_train_state(self.run_dir / STATE_NAME, self.fingerprint)
+            except InputError as exc:
+                error = str(exc)
+        if is_active():
+            box = [saved, error]
+            dist.broadcast_object_list(box, src=0)
+            saved, error = box
+        if error is not None:
+            raise InputError(error)
         model.load_state_dict(saved["model"])
         self.precision.load_state_dict(saved["precision"])
         if self.extra_state is not None:
@@ -228,7 +240,6 @@ class Trainer:
             if self.env.is_main:
                 console.warn("resumed with a different number of processes: training continues, not bit-identically")
         return saved
-
 
 def _shown(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "phase"}

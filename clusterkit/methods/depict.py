@@ -1,0 +1,228 @@
+"""DEPICT: deep embedded regularized clustering (Ghasedi Dizaji et al., ICCV 2017).
+
+A denoising convolutional autoencoder whose K-dimensional embedding feeds a softmax clustering
+head. After a reconstruction-only pretraining, the head starts from k-means centroids of the clean
+embeddings; then targets Q (clean predictions sharpened and divided by the soft cluster
+frequencies) and all weights are updated alternately: each epoch trains the noisy path's
+prediction towards Q plus the layer-wise reconstruction, then Q is recomputed, until Q stops
+changing. Equations, defaults and their sources: docs/methods.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import MethodConfig
+from ..data.images import ImageSet
+from ..engine import Batch, EpochContext, Phase, Trainer, resolve_device
+from ..errors import InputError
+from ..losses import layerwise_reconstruction, prior_targets, soft_cross_entropy
+from ..nn.autoencoder import ConvAutoencoder
+from .base import ClusterMethod, FitContext
+from .registry import register
+
+# Target forms: (power, frequency exponent) of q ∝ p^power / f^exponent.
+_TARGETS = {"squared": (2.0, 1.0), "sqrt": (1.0, 0.5)}
+
+
+@dataclass
+class DepictConfig(MethodConfig):
+    """Defaults follow the authors' released code (herandy/DEPICT) unless docs/methods.md says otherwise."""
+
+    epochs: int = 200
+    pretrain_epochs: int = 300
+    batch_size: int = 100
+    lr: float = 1e-4
+    channels: int = 50
+    dropout: float = 0.1
+    hidden_weight: float = 0.1
+    reconstruction_weight: float = 1.0
+    cluster_weight: float = 1.0
+    target: Literal["squared", "sqrt"] = "squared"
+    target_update_interval: int = 1
+    tol: float = 1e-7
+    kmeans_n_init: int = 40
+    mixed_precision: bool = True
+
+    def validate(self) -> None:
+        for name in ("epochs", "pretrain_epochs", "batch_size", "channels", "target_update_interval", "kmeans_n_init"):
+            minimum = 0 if name in ("epochs", "pretrain_epochs") else 1
+            if getattr(self, name) < minimum:
+                raise InputError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            raise InputError(f"lr must be positive, got {self.lr}")
+
+
+class DepictNet(nn.Module):
+    """Autoencoder + softmax head; `forward` is the noisy (dropout) path that training updates."""
+
+    def __init__(self, in_channels: int, size: tuple[int, int], k: int, config: DepictConfig) -> None:
+        super().__init__()
+        self.autoencoder = ConvAutoencoder(
+            in_channels, size, embed_dim=k, channels=(config.channels, config.channels),
+            dropouts=(config.dropout, config.dropout, 0.0),
+        )
+        self.head = nn.Linear(k, k)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Noisy logits and reconstructions of [input, hidden...]."""
+        encoded = self.autoencoder.encode(x, noisy=True)
+        return self.head(encoded.embedding), self.autoencoder.decode(encoded.embedding)
+
+    def clean_probs(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.head(self.autoencoder.encode(x).embedding).float(), dim=1)
+
+
+class _Reconstructor(nn.Module):
+    """The autoencoder's noisy pass as one forward, so pretraining can be wrapped by DDP."""
+
+    def __init__(self, autoencoder: ConvAutoencoder) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.autoencoder.decode(self.autoencoder.encode(x, noisy=True).embedding)
+
+
+class _Targets:
+    """Training state besides the weights: current targets Q and the clean predictions behind them."""
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+        self.q: torch.Tensor | None = None  # on the training device: losses index it per batch
+        self.probs: torch.Tensor | None = None
+
+    def set(self, probs: torch.Tensor, q: torch.Tensor) -> None:
+        self.probs, self.q = probs, q.to(self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"q": None if self.q is None else self.q.cpu(), "probs": self.probs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("q") is not None:
+            self.set(state["probs"], state["q"])
+
+
+def _scaled(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] pixels -> [-1, 1], the range of the decoder's tanh output (as the released code)."""
+    return x * 2.0 - 1.0
+
+
+@register
+class Depict(ClusterMethod):
+    name = "depict"
+    description = "DEPICT: conv autoencoder + softmax head trained on frequency-normalized targets (ICCV 2017)"
+    trainable = True
+    Config = DepictConfig
+    config: DepictConfig
+
+    # --- training -------------------------------------------------------------------------------
+    def _fit(self, images: ImageSet, context: FitContext) -> None:
+        cfg = self.config
+        self._targets = _Targets()
+        self._trainer = Trainer(
+            images, seed=self.seed, device=self.device, context=context, extra_state=self._targets,
+            fingerprint=self._fingerprint(), mixed_precision=cfg.mixed_precision,
+        )
+        self._targets.device = self._trainer.device
+        self.net_ = self._build()
+        self._layer_weights = (1.0, cfg.hidden_weight, cfg.hidden_weight)
+        adam = lambda params: torch.optim.Adam(params, lr=cfg.lr)  # noqa: E731 - one optimizer per phase
+        phases = [
+            Phase("pretrain", cfg.pretrain_epochs, self._reconstruction_loss, adam,
+                  module=_Reconstructor(self.net_.autoencoder), batch_size=cfg.batch_size),
+            Phase("cluster", cfg.epochs, self._joint_loss, adam, module=self.net_, batch_size=cfg.batch_size,
+                  on_start=self._init_head, on_epoch_end=self._update_targets, assign=self._assignments),
+        ]
+        self._trainer.fit(self.net_, phases)
+        self.device_ = str(self._trainer.device)
+        del self._trainer
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """Settings a resumed run must share; more epochs may be asked for when resuming."""
+        settings = {k: v for k, v in asdict(self.config).items() if k not in ("epochs", "pretrain_epochs")}
+        return {"method": self.name, "k": self.k_, "seed": self.seed, "shape": list(self.image_shape_), "config": settings}
+
+    def _build(self) -> DepictNet:
+        channels, h, w = self.image_shape_
+        try:
+            return DepictNet(channels, (h, w), int(self.k_), self.config)
+        except ValueError as exc:
+            raise InputError(f"depict: {exc}") from None
+
+    def _reconstruction(self, recon: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            clean = self.net_.autoencoder.encode(x)
+        return layerwise_reconstruction(recon, [x, *clean.hidden], self._layer_weights)
+
+    def _reconstruction_loss(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        x = _scaled(batch.x)
+        loss = self._reconstruction(module(x), x)
+        return {"loss": loss}
+
+    def _joint_loss(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        x = _scaled(batch.x)
+        logits, recon = module(x)
+        reconstruction = self._reconstruction(recon, x)
+        clustering = soft_cross_entropy(logits.float(), self._targets.q[batch.index])
+        loss = cfg.reconstruction_weight * reconstruction + cfg.cluster_weight * clustering
+        return {"loss": loss, "reconstruction": reconstruction, "clustering": clustering}
+
+    def _init_head(self) -> None:
+        """Head weights = unit-norm k-means centroids of the clean embeddings, bias 0; first targets."""
+        from sklearn.cluster import KMeans
+
+        embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding)
+        kmeans = KMeans(int(self.k_), n_init=self.config.kmeans_n_init, random_state=self.seed)
+        kmeans.fit(embeddings.double().numpy())
+        centroids = torch.from_numpy(kmeans.cluster_centers_).float()
+        with torch.no_grad():
+            self.net_.head.weight.copy_(centroids / centroids.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            self.net_.head.bias.zero_()
+        self._set_targets()
+
+    def _update_targets(self, ctx: EpochContext) -> bool:
+        """The alternating step: recompute Q every `target_update_interval` epochs; True when Q has
+        stopped changing (mean squared change below `tol`, as the released code)."""
+        if (ctx.epoch + 1) % self.config.target_update_interval:
+            return False
+        previous = self._targets.q
+        self._set_targets()
+        change = torch.mean((self._targets.q - previous) ** 2).item()
+        return change < self.config.tol
+
+    def _set_targets(self) -> None:
+        probs = self._trainer.infer(lambda x: self.net_.clean_probs(_scaled(x)))
+        power, exponent = _TARGETS[self.config.target]
+        self._targets.set(probs, prior_targets(probs.double(), power, exponent).float())
+
+    def _assignments(self) -> np.ndarray:
+        """Clusters at the last target update (the clean predictions), for the history's scores."""
+        return self._targets.probs.argmax(dim=1).numpy()
+
+    # --- inference & persistence ------------------------------------------------------------------
+    def predict_proba(self, images: ImageSet) -> np.ndarray:
+        device = getattr(self, "device_", None) or resolve_device(self.device)
+        net = self.net_.to(device)
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), 512):
+                x = torch.from_numpy(images.pixels[start : start + 512]).to(device).float() / 255.0
+                out.append(net.clean_probs(_scaled(x)).double().cpu())
+        probs = torch.cat(out).numpy()
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net_ = self._build()
+        self.net_.load_state_dict(state["weights"])

@@ -1,0 +1,85 @@
+"""DEPICT on the built-in digits: learns, round-trips through model.ckpt, resumes exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clusterkit.checkpoint import load_model, save_model
+from clusterkit.data import ImageSet, load_images
+from clusterkit.errors import InputError
+from clusterkit.methods.base import FitContext
+from clusterkit.methods.depict import Depict
+from clusterkit.metrics import cluster_acc
+from clusterkit.nn.autoencoder import ConvAutoencoder
+
+# A reduced schedule for tests; the defaults are the paper's (docs/methods.md).
+FAST = {"pretrain_epochs": 3, "epochs": 3, "channels": 16, "kmeans_n_init": 2}
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageSet:
+    return load_images("builtin:digits")
+
+
+@pytest.fixture(scope="module")
+def fitted(digits) -> Depict:
+    torch.set_num_threads(1)
+    return Depict(k=10, seed=0, device="cpu", pretrain_epochs=40, epochs=10, kmeans_n_init=4).fit(digits)
+
+
+def test_learns_well_above_chance(fitted, digits):
+    assert cluster_acc(digits.labels, fitted.predict(digits)) > 0.5
+
+
+def test_predict_proba_rows_sum_to_one(fitted, digits):
+    proba = fitted.predict_proba(digits)
+    assert proba.shape == (len(digits), 10)
+    assert np.allclose(proba.sum(axis=1), 1.0)
+
+
+def test_checkpoint_round_trip_reproduces_predictions(fitted, digits, tmp_path):
+    save_model(fitted, tmp_path / "model.ckpt")
+    torch.load(tmp_path / "model.ckpt", weights_only=True)
+    loaded = load_model(tmp_path / "model.ckpt")
+    assert np.allclose(loaded.predict_proba(digits), fitted.predict_proba(digits), atol=1e-6)
+
+
+def test_same_seed_same_assignments(digits):
+    first = Depict(k=10, seed=1, device="cpu", **FAST).fit(digits).predict(digits)
+    second = Depict(k=10, seed=1, device="cpu", **FAST).fit(digits).predict(digits)
+    assert np.array_equal(first, second)
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(digits, tmp_path, monkeypatch):
+    straight = Depict(k=10, seed=2, device="cpu", **FAST).fit(digits, FitContext(tmp_path / "a")).predict(digits)
+    update = Depict._update_targets
+
+    def interrupt_after_second_epoch(self, ctx):
+        if ctx.epoch == 1:
+            raise KeyboardInterrupt
+        return update(self, ctx)
+
+    monkeypatch.setattr(Depict, "_update_targets", interrupt_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Depict(k=10, seed=2, device="cpu", **FAST).fit(digits, FitContext(tmp_path / "b"))
+    monkeypatch.setattr(Depict, "_update_targets", update)
+    resumed = Depict(k=10, seed=2, device="cpu", **FAST).fit(digits, FitContext(tmp_path / "b", resume=True))
+    assert np.array_equal(straight, resumed.predict(digits))
+
+
+def test_input_size_and_channels_come_from_the_data():
+    for shape in [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 17, 23)]:
+        ae = ConvAutoencoder(shape[0], shape[1:], embed_dim=10)
+        x = torch.rand(2, *shape)
+        recon = ae.decode(ae.encode(x, noisy=True).embedding)
+        assert [r.shape[1:] for r in recon] == [x.shape[1:], *[h.shape[1:] for h in ae.encode(x).hidden]]
+
+
+def test_bad_options_and_tiny_images_are_input_errors(digits):
+    with pytest.raises(InputError, match="dropout"):
+        Depict(k=10, dropout=1.5)
+    tiny = ImageSet(paths=["a", "b", "c"], pixels=np.zeros((3, 1, 2, 2), np.uint8))
+    with pytest.raises(InputError, match="too small"):
+        Depict(k=2, device="cpu", **FAST).fit(tiny)
