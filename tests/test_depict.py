@@ -13,9 +13,10 @@ from clusterkit.methods.base import FitContext
 from clusterkit.methods.depict import Depict
 from clusterkit.metrics import cluster_acc
 from clusterkit.nn.autoencoder import ConvAutoencoder
+from clusterkit.path_integral import path_integral_clustering
 
 # A reduced schedule for tests; the defaults are the paper's (docs/methods.md).
-FAST = {"pretrain_epochs": 3, "epochs": 3, "channels": 16, "kmeans_n_init": 2}
+FAST = {"pretrain_epochs": 2, "init_epochs": 1, "epochs": 3, "channels": 16, "init": "kmeans", "kmeans_n_init": 2}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def digits() -> ImageSet:
 @pytest.fixture(scope="module")
 def fitted(digits) -> Depict:
     torch.set_num_threads(1)
-    return Depict(k=10, seed=0, device="cpu", pretrain_epochs=40, epochs=10, kmeans_n_init=4).fit(digits)
+    return Depict(k=10, seed=0, device="cpu", pretrain_epochs=80, init_epochs=5, epochs=10, channels=16).fit(digits)
 
 
 def test_learns_well_above_chance(fitted, digits):
@@ -67,6 +68,13 @@ def test_interrupted_and_resumed_equals_uninterrupted(digits, tmp_path, monkeypa
     monkeypatch.setattr(Depict, "_update_targets", update)
     resumed = Depict(k=10, seed=2, device="cpu", **FAST).fit(digits, FitContext(tmp_path / "b", resume=True))
     assert np.array_equal(straight, resumed.predict(digits))
+
+
+def test_path_integral_clustering_beats_chance_on_pixels(digits):
+    subset = digits.subset(np.arange(600))
+    labels = path_integral_clustering(subset.flat(), 10)
+    assert sorted(set(labels.tolist())) == list(range(10))
+    assert cluster_acc(subset.labels, labels) > 0.7
 
 
 def test_input_size_and_channels_come_from_the_data():

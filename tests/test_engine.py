@@ -174,8 +174,8 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
     torch.set_num_threads(1)
     run, out = sys.argv[1], sys.argv[2]
     images = load_images("builtin:digits")
-    model = get_method_class("depict")(k=10, seed=0, device="cpu", pretrain_epochs=2, epochs=2, channels=8,
-                                       kmeans_n_init=1)
+    model = get_method_class("depict")(k=10, seed=0, device="cpu", pretrain_epochs=2, init_epochs=1, epochs=2,
+                                       channels=8)
     model.fit(images, FitContext(run_dir=run))
     rank, world = dist.get_rank(), dist.get_world_size()
     x = torch.tensor([rank + 1.0], requires_grad=True)
@@ -201,6 +201,6 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert np.array_equal(np.load(tmp_path / "pred0.npy"), np.load(tmp_path / "pred1.npy"))
     assert len(np.load(tmp_path / "pred0.npy")) == 1797
-    assert len((run / "history.jsonl").read_text().splitlines()) == 4
+    assert len((run / "history.jsonl").read_text().splitlines()) == 5
     state = torch.load(run / STATE_NAME, weights_only=True)
     assert len(state["rng"]) == 2 and state["epoch"] == 2

@@ -11,10 +11,12 @@ changing. Equations, defaults and their sources: docs/methods.md.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import MethodConfig
@@ -23,6 +25,7 @@ from ..engine import Batch, EpochContext, Phase, Trainer, resolve_device
 from ..errors import InputError
 from ..losses import layerwise_reconstruction, prior_targets, soft_cross_entropy
 from ..nn.autoencoder import ConvAutoencoder
+from ..path_integral import path_integral_clustering
 from .base import ClusterMethod, FitContext
 from .registry import register
 
@@ -34,10 +37,14 @@ _TARGETS = {"squared": (2.0, 1.0), "sqrt": (1.0, 0.5)}
 class DepictConfig(MethodConfig):
     """Defaults follow the authors' released code (herandy/DEPICT) unless docs/methods.md says otherwise."""
 
-    epochs: int = 200
+    epochs: int = 100
     pretrain_epochs: int = 300
+    init: Literal["pic", "kmeans"] = "pic"
+    init_epochs: int = 10
+    pic_neighbors: int = 20
     batch_size: int = 100
     lr: float = 1e-4
+    cluster_lr: float = 1e-3
     channels: int = 50
     dropout: float = 0.1
     hidden_weight: float = 0.1
@@ -50,14 +57,15 @@ class DepictConfig(MethodConfig):
     mixed_precision: bool = True
 
     def validate(self) -> None:
-        for name in ("epochs", "pretrain_epochs", "batch_size", "channels", "target_update_interval", "kmeans_n_init"):
-            minimum = 0 if name in ("epochs", "pretrain_epochs") else 1
+        for name in ("epochs", "pretrain_epochs", "init_epochs", "batch_size", "channels", "target_update_interval",
+                     "kmeans_n_init", "pic_neighbors"):
+            minimum = 0 if name.endswith("epochs") else 1
             if getattr(self, name) < minimum:
                 raise InputError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0:
-            raise InputError(f"lr must be positive, got {self.lr}")
+        if self.lr <= 0 or self.cluster_lr <= 0:
+            raise InputError(f"lr and cluster_lr must be positive, got {self.lr} and {self.cluster_lr}")
 
 
 class DepictNet(nn.Module):
@@ -92,20 +100,28 @@ class _Reconstructor(nn.Module):
 
 
 class _Targets:
-    """Training state besides the weights: current targets Q and the clean predictions behind them."""
+    """Training state besides the weights: the initial hard clusters, the current targets Q and the
+    clean predictions behind them (targets live on the training device: losses index them)."""
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
-        self.q: torch.Tensor | None = None  # on the training device: losses index it per batch
+        self.initial: torch.Tensor | None = None
+        self.q: torch.Tensor | None = None
         self.probs: torch.Tensor | None = None
+
+    def set_initial(self, labels: torch.Tensor) -> None:
+        self.initial = labels.to(self.device)
 
     def set(self, probs: torch.Tensor, q: torch.Tensor) -> None:
         self.probs, self.q = probs, q.to(self.device)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"q": None if self.q is None else self.q.cpu(), "probs": self.probs}
+        cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
+        return {"initial": cpu(self.initial), "q": cpu(self.q), "probs": self.probs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("initial") is not None:
+            self.set_initial(state["initial"])
         if state.get("q") is not None:
             self.set(state["probs"], state["q"])
 
@@ -134,12 +150,15 @@ class Depict(ClusterMethod):
         self._targets.device = self._trainer.device
         self.net_ = self._build()
         self._layer_weights = (1.0, cfg.hidden_weight, cfg.hidden_weight)
-        adam = lambda params: torch.optim.Adam(params, lr=cfg.lr)  # noqa: E731 - one optimizer per phase
+        pretrain = partial(torch.optim.Adam, lr=cfg.lr)
+        joint = partial(torch.optim.Adam, lr=cfg.cluster_lr)
         phases = [
-            Phase("pretrain", cfg.pretrain_epochs, self._reconstruction_loss, adam,
+            Phase("pretrain", cfg.pretrain_epochs, self._reconstruction_loss, pretrain,
                   module=_Reconstructor(self.net_.autoencoder), batch_size=cfg.batch_size),
-            Phase("cluster", cfg.epochs, self._joint_loss, adam, module=self.net_, batch_size=cfg.batch_size,
-                  on_start=self._init_head, on_epoch_end=self._update_targets, assign=self._assignments),
+            Phase("init", cfg.init_epochs, self._initial_loss, joint, module=self.net_, batch_size=cfg.batch_size,
+                  on_start=self._init_head, assign=self._predictions),
+            Phase("cluster", cfg.epochs, self._joint_loss, joint, module=self.net_, batch_size=cfg.batch_size,
+                  on_start=self._set_targets, on_epoch_end=self._update_targets, assign=self._assignments),
         ]
         self._trainer.fit(self.net_, phases)
         self.device_ = str(self._trainer.device)
@@ -168,26 +187,44 @@ class Depict(ClusterMethod):
         return {"loss": loss}
 
     def _joint_loss(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Reconstruction + cross-entropy of the noisy prediction against the soft targets Q."""
+        return self._combined(module, batch, lambda logits: soft_cross_entropy(logits, self._targets.q[batch.index]))
+
+    def _initial_loss(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """As the joint loss, against the initial hard clusters (the released code's warm-up)."""
+        return self._combined(module, batch, lambda logits: F.cross_entropy(logits, self._targets.initial[batch.index]))
+
+    def _combined(self, module: nn.Module, batch: Batch, clustering_loss) -> dict[str, torch.Tensor]:
         cfg = self.config
         x = _scaled(batch.x)
         logits, recon = module(x)
         reconstruction = self._reconstruction(recon, x)
-        clustering = soft_cross_entropy(logits.float(), self._targets.q[batch.index])
+        clustering = clustering_loss(logits.float())
         loss = cfg.reconstruction_weight * reconstruction + cfg.cluster_weight * clustering
         return {"loss": loss, "reconstruction": reconstruction, "clustering": clustering}
 
     def _init_head(self) -> None:
-        """Head weights = unit-norm k-means centroids of the clean embeddings, bias 0; first targets."""
-        from sklearn.cluster import KMeans
-
-        embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding)
-        kmeans = KMeans(int(self.k_), n_init=self.config.kmeans_n_init, random_state=self.seed)
-        kmeans.fit(embeddings.double().numpy())
-        centroids = torch.from_numpy(kmeans.cluster_centers_).float()
+        """Cluster the clean embeddings (AC-PIC or k-means); head weights = their unit-norm centroids."""
+        embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding).double()
+        labels = torch.from_numpy(self._initial_clusters(embeddings.numpy()).astype(np.int64))
+        centroids = torch.zeros(int(self.k_), embeddings.shape[1], dtype=torch.float64)
+        centroids.index_add_(0, labels, embeddings)
+        centroids /= torch.bincount(labels, minlength=int(self.k_)).clamp_min(1).unsqueeze(1)
         with torch.no_grad():
             self.net_.head.weight.copy_(centroids / centroids.norm(dim=1, keepdim=True).clamp_min(1e-12))
             self.net_.head.bias.zero_()
-        self._set_targets()
+        self._targets.set_initial(labels)
+
+    def _initial_clusters(self, embeddings: np.ndarray) -> np.ndarray:
+        k = int(self.k_)
+        if self.config.init == "pic":
+            return path_integral_clustering(embeddings, k, n_neighbors=self.config.pic_neighbors)
+        from sklearn.cluster import KMeans
+
+        return KMeans(k, n_init=self.config.kmeans_n_init, random_state=self.seed).fit_predict(embeddings)
+
+    def _predictions(self) -> np.ndarray:
+        return self._trainer.infer(lambda x: self.net_.clean_probs(_scaled(x))).argmax(dim=1).numpy()
 
     def _update_targets(self, ctx: EpochContext) -> bool:
         """The alternating step: recompute Q every `target_update_interval` epochs; True when Q has
