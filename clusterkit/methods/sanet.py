@@ -1,0 +1,200 @@
+"""SA-Net: deep spectral analysis network (Wang & Jiang, arXiv 2009.07026), closed-form variant.
+
+Layers of parallel spectral-analysis units learn convolution filters by spectral regression on patch
+graphs (clusterkit.sanet.units); images are compared block by block with a trimmed distance that
+occlusion spoils little (clusterkit.sanet.blocks); the final partition is spectral clustering of the
+sparse kNN graph of that distance. New images go through the same filters and take a weighted vote
+of their robust-nearest training images. docs/methods.md gives the equations and every default's reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .. import console
+from ..config import MethodConfig
+from ..data.images import ImageSet
+from ..engine.device import resolve_device
+from ..errors import InputError
+from ..sanet.blocks import CELL, Blocks, blank_threshold, describe, n_kept, robust_neighbors
+from ..sanet.network import SpectralLayer, batches, forward, map_images
+from ..sanet.units import sample_patches, spectral_filters
+from ..spectral import affinity_from_neighbors, eigengap_k, embed_for_clustering, neighbor_vote, spectral_embedding
+from .base import ClusterMethod, FitContext
+from .registry import register
+
+
+@dataclass
+class SANetConfig(MethodConfig):
+    """layers / units / filters: depth, parallel units per layer, filters per unit.
+    patch_size: first-layer patch side; deep_patch_size: patch side in later layers (their input has
+    2 x units x filters channels). pool: average pooling between layers. subset_size: images a unit
+    draws; patches_per_unit: patches sampled from them for the unit's graph. n_neighbors: kNN of every
+    graph (patch graphs and the image graph). ridge: spectral-regression penalty relative to the mean
+    patch energy. grid: blocks per side of the last map; keep_fraction: share of blocks (the most
+    similar) that count in the image distance; candidates: neighbours from the untrimmed distance that
+    are re-ranked robustly. vote_neighbors: training images voting for a new image. knn_backend:
+    'auto' uses FAISS when installed. batch_size: images per forward pass. n_init: k-means restarts.
+    k_max: largest k tried by --k auto (eigengap)."""
+
+    layers: int = 2
+    units: int = 4
+    filters: int = 8
+    patch_size: int = 5
+    deep_patch_size: int = 3
+    pool: int = 2
+    subset_size: int = 2000
+    patches_per_unit: int = 8000
+    n_neighbors: int = 10
+    ridge: float = 1e-3
+    grid: int = 4
+    keep_fraction: float = 0.75
+    candidates: int = 50
+    vote_neighbors: int = 10
+    knn_backend: Literal["auto", "sklearn", "faiss"] = "auto"
+    batch_size: int = 256
+    n_init: int = 10
+    k_max: int = 20
+
+    def validate(self) -> None:
+        positive = ("layers", "units", "filters", "patch_size", "deep_patch_size", "pool", "grid", "batch_size", "n_init")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise InputError(f"sanet option {key} must be >= 1, got {getattr(self, key)}")
+        for key in ("patch_size", "deep_patch_size"):
+            if getattr(self, key) % 2 == 0:
+                raise InputError(f"sanet option {key} must be odd (a centred patch), got {getattr(self, key)}")
+        if self.n_neighbors < 2 or self.vote_neighbors < 1 or self.k_max < 2:
+            raise InputError("sanet needs n_neighbors >= 2, vote_neighbors >= 1 and k_max >= 2")
+        if self.subset_size < 2 * self.n_neighbors or self.patches_per_unit < 4 * self.n_neighbors:
+            raise InputError("sanet subset_size and patches_per_unit are too small for n_neighbors")
+        if not 0.0 < self.keep_fraction <= 1.0:
+            raise InputError(f"sanet option keep_fraction must be in (0, 1], got {self.keep_fraction}")
+        if not self.ridge > 0:
+            raise InputError(f"sanet option ridge must be > 0, got {self.ridge}")
+
+
+@register
+class SANet(ClusterMethod):
+    name = "sanet"
+    description = "SA-Net: spectral-analysis units in layers, occlusion-robust block similarity, spectral clustering"
+    trainable = True
+    supports_auto_k = True
+    Config = SANetConfig
+    config: SANetConfig
+
+    # --- learning -------------------------------------------------------------------------
+    def _fit(self, images: ImageSet, context: FitContext) -> None:
+        cfg = self.config
+        device = resolve_device(self.device)
+        self.layers_ = self._fit_layers(images.pixels, device)
+        console.info(f"sanet: describing {len(images)} images through {len(self.layers_)} layer(s)")
+        sample = torch.from_numpy(images.pixels[: cfg.subset_size]).float() / 255.0
+        self.blank_norm_ = blank_threshold(sample, cfg.grid)
+        self.train_blocks_ = self._describe(images.pixels, device)
+        dist, idx = robust_neighbors(
+            self.train_blocks_, self.train_blocks_, cfg.n_neighbors, cfg.candidates, self._keep(), device,
+            cfg.batch_size, cfg.knn_backend, exclude_self=True,
+        )
+        affinity = affinity_from_neighbors(dist, idx)
+        self.graph_nnz_ = int(affinity.nnz)
+        n_eig = min(cfg.k_max, len(images) - 2) + 1 if self.k_ == "auto" else self.k_
+        vectors, values = spectral_embedding(affinity, n_eig, seed=self.seed)
+        if self.k_ == "auto":
+            self.k_ = eigengap_k(values, 2, len(values) - 1)
+            console.info(f"sanet: --k auto chose k={self.k_} (eigengap)")
+        self.eigenvalues_ = [float(v) for v in values]
+        from sklearn.cluster import KMeans
+
+        embedding = embed_for_clustering(vectors, self.k_)
+        labels = KMeans(self.k_, n_init=cfg.n_init, random_state=self.seed).fit_predict(embedding)
+        self.train_labels_ = torch.from_numpy(labels.astype(np.int64))
+
+    def _fit_layers(self, pixels: np.ndarray, device: torch.device) -> list[SpectralLayer]:
+        """Layer by layer: each unit draws its images, maps them through the layers fitted so far, and
+        learns its filters from their patches; the layer is all units' filters side by side."""
+        cfg = self.config
+        generator = torch.Generator().manual_seed(self.seed)
+        layers: list[SpectralLayer] = []
+        side = min(pixels.shape[2:])
+        for depth in range(cfg.layers):
+            patch = cfg.patch_size if depth == 0 else cfg.deep_patch_size
+            unit_filters = []
+            for unit in range(cfg.units):
+                subset = torch.randperm(len(pixels), generator=generator)[: cfg.subset_size].sort().values.numpy()
+                maps = map_images(pixels[subset], layers, cfg.batch_size, device)
+                patches = sample_patches(maps, patch, cfg.patches_per_unit, generator)
+                if len(patches) <= cfg.n_neighbors + cfg.filters + 1:
+                    raise InputError("sanet: the images are almost blank; no patch with structure to learn from")
+                filters = spectral_filters(
+                    patches, cfg.filters, cfg.n_neighbors, cfg.ridge, self.seed * 1000 + depth * 100 + unit, cfg.knn_backend
+                )
+                unit_filters.append(filters.reshape(cfg.filters, maps.shape[1], patch, patch))
+            deeper = depth < cfg.layers - 1 and side // cfg.pool >= cfg.grid * CELL
+            layers.append(SpectralLayer(torch.cat(unit_filters), cfg.pool if deeper else 1))
+            console.info(f"sanet: layer {depth + 1}: {cfg.units} units x {cfg.filters} filters ({patch}x{patch})")
+            if not deeper:
+                break
+            side //= cfg.pool
+        if len(layers) < cfg.layers:
+            console.info(
+                f"sanet: stopped at {len(layers)} layer(s): pooling a {side}px map would leave fewer than "
+                f"{CELL}x{CELL} positions per block of the {cfg.grid}x{cfg.grid} grid"
+            )
+        return layers
+
+    def _describe(self, pixels: np.ndarray, device: torch.device) -> Blocks:
+        """Block descriptors of all images, batch by batch: only (N, G, D) blocks are ever kept."""
+        parts = []
+        with torch.inference_mode():
+            for x in batches(pixels, self.config.batch_size, device):
+                parts.append(describe(x.cpu(), forward(x, self.layers_).cpu(), self.config.grid, self.blank_norm_))
+        return Blocks(torch.cat([p.vectors for p in parts]), torch.cat([p.blank for p in parts]))
+
+    def _keep(self) -> int:
+        return n_kept(self.config.grid**2, self.config.keep_fraction)
+
+    # --- prediction -----------------------------------------------------------------------
+    @property
+    def training_labels_(self) -> np.ndarray:
+        return self.train_labels_.numpy()
+
+    def predict_proba(self, images: ImageSet) -> np.ndarray:
+        """Out-of-sample extension: new images through the fitted filters, then a vote of their
+        robust-nearest training images (the same trimmed block distance as the training graph)."""
+        cfg = self.config
+        if (images.channels, *images.size) != tuple(self.image_shape_):
+            raise InputError(f"images are {(images.channels, *images.size)}, the model was fitted on {tuple(self.image_shape_)}")
+        device = resolve_device(self.device)
+        dist, idx = robust_neighbors(
+            self._describe(images.pixels, device), self.train_blocks_, cfg.vote_neighbors, cfg.candidates,
+            self._keep(), device, cfg.batch_size, cfg.knn_backend, exclude_self=False,
+        )
+        return neighbor_vote(dist, idx, self.train_labels_.numpy(), int(self.k_))
+
+    def fit_info(self) -> dict[str, Any]:
+        return {"layers_used": len(self.layers_), "eigenvalues": self.eigenvalues_, "graph_nnz": self.graph_nnz_}
+
+    # --- persistence ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "layers": [{"filters": layer.filters, "pool": layer.pool} for layer in self.layers_],
+            "train_blocks": self.train_blocks_.vectors,
+            "train_blank": self.train_blocks_.blank,
+            "train_labels": self.train_labels_,
+            "eigenvalues": self.eigenvalues_,
+            "graph_nnz": self.graph_nnz_,
+            "blank_norm": self.blank_norm_,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.layers_ = [SpectralLayer(layer["filters"], int(layer["pool"])) for layer in state["layers"]]
+        self.train_blocks_ = Blocks(state["train_blocks"], state["train_blank"])
+        self.train_labels_ = state["train_labels"]
+        self.eigenvalues_ = list(state["eigenvalues"])
+        self.graph_nnz_ = int(state["graph_nnz"])
+        self.blank_norm_ = float(state["blank_norm"])

@@ -1,0 +1,64 @@
+"""One spectral-analysis unit: a kNN graph on patch vectors, its Laplacian eigenvectors, and a ridge
+regression from patch to eigenvector coordinates (spectral regression, Cai, He & Han 2007).
+
+The regression's columns are convolution filters: an explicit map that sends any patch, seen or not,
+to the unit's spectral coordinates, so that the unit's analysis extends to every image in closed form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..neighbors import Backend
+from ..spectral import knn_affinity, spectral_embedding
+
+FLAT_ENERGY = 0.01  # patches below this fraction of the mean patch energy carry no structure
+
+
+def sample_patches(maps: torch.Tensor, patch: int, n_patches: int, generator: torch.Generator) -> torch.Tensor:
+    """`n_patches` mean-removed patches (n, C*p*p) at random images and positions of `maps` (N, C, H, W).
+
+    Zero padding matches the padding of the convolution that later applies the filters. Flat patches
+    (blank background, a uniform occluder) are dropped: they are identical after mean removal and
+    would form one large clique in the patch graph without saying anything about shapes.
+    """
+    n, c, h, w = maps.shape
+    r = patch // 2
+    padded = F.pad(maps, (r, r, r, r)).permute(0, 2, 3, 1)  # N, H+2r, W+2r, C
+    img = torch.randint(0, n, (n_patches,), generator=generator)
+    ys = torch.randint(0, h, (n_patches,), generator=generator)
+    xs = torch.randint(0, w, (n_patches,), generator=generator)
+    offsets = torch.arange(patch)
+    windows = padded[
+        img[:, None, None], ys[:, None, None] + offsets[None, :, None], xs[:, None, None] + offsets[None, None, :]
+    ]  # n, p, p, C
+    vectors = windows.permute(0, 3, 1, 2).reshape(n_patches, c * patch * patch)
+    vectors = vectors - vectors.mean(dim=1, keepdim=True)
+    energy = vectors.pow(2).sum(dim=1)
+    return vectors[energy > FLAT_ENERGY * energy.mean()]
+
+
+def spectral_filters(
+    patches: torch.Tensor, n_filters: int, n_neighbors: int, ridge: float, seed: int, backend: Backend
+) -> torch.Tensor:
+    """(n_filters, D) filters whose responses approximate the patch graph's first non-trivial eigenvectors.
+
+    The eigenvectors are those of the generalized problem W y = lambda D y (D^-1/2 times the
+    eigenvectors of L_sym), whose trivial solution is the constant vector, dropped here. The ridge
+    penalty is relative to the mean patch energy, so it does not depend on the intensity scale.
+    Each filter is scaled to unit response variance on the unit's patches: eigenvectors have no
+    natural scale, and equal scales keep one unit from dominating the next layer's distances.
+    """
+    x = patches.double().numpy()
+    affinity = knn_affinity(x.astype(np.float32), n_neighbors, backend)
+    vectors, _ = spectral_embedding(affinity, n_filters + 1, seed=seed)
+    degree = np.asarray(affinity.sum(axis=1)).ravel()
+    targets = torch.from_numpy(vectors[:, 1:] / np.sqrt(np.maximum(degree, 1e-12))[:, None])
+    p = torch.from_numpy(x)
+    gram = p.T @ p
+    penalty = ridge * torch.trace(gram) / gram.shape[0]
+    weights = torch.linalg.solve(gram + penalty * torch.eye(gram.shape[0], dtype=gram.dtype), p.T @ targets)
+    weights = weights / (p @ weights).std(dim=0).clamp_min(1e-12)
+    return weights.T.float().contiguous()
