@@ -1,0 +1,143 @@
+"""SA-Net: learns on digits, persists, extends to unseen images, deterministic, sparse, robust blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clusterkit.data.builtin import load_builtin
+from clusterkit.errors import InputError
+from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.registry import get_method_class
+from clusterkit.metrics import cluster_acc
+from clusterkit.sanet.blocks import Blocks, robust_distances, robust_neighbors
+from clusterkit.sanet.network import SpectralLayer
+from clusterkit.sanet.units import sample_patches, spectral_filters
+
+# Small but real: 4 units of 8 filters, fitted on 1,200 digits, in a few seconds on one core.
+FAST = {"subset_size": 600, "patches_per_unit": 3000, "units": 3}
+N_TRAIN = 1200
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_builtin("digits")
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    return get_method_class("sanet")(k=10, seed=0, device="cpu", **FAST).fit(digits.subset(range(N_TRAIN)))
+
+
+def test_learns_digits_well_above_chance(fitted, digits):
+    acc = cluster_acc(digits.labels[:N_TRAIN], fitted.training_labels_)
+    assert acc > 0.7, acc
+
+
+def test_predict_on_held_out_images(fitted, digits):
+    held_out = digits.subset(range(N_TRAIN, len(digits)))
+    proba = fitted.predict_proba(held_out)
+    assert proba.shape == (len(held_out), 10)
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    # The held-out images follow the training clusters: map clusters to classes on the training set.
+    train_labels = np.asarray(digits.labels[:N_TRAIN])
+    to_class = {c: max(set(train_labels[fitted.training_labels_ == c]), key=list(train_labels[fitted.training_labels_ == c]).count)
+                for c in np.unique(fitted.training_labels_)}
+    predicted = np.array([to_class[c] for c in proba.argmax(axis=1)])
+    assert (predicted == np.asarray(held_out.labels)).mean() > 0.7
+
+
+def test_training_images_are_assigned_to_their_own_cluster(fitted, digits):
+    assert (fitted.predict(digits.subset(range(300))) == fitted.training_labels_[:300]).all()
+
+
+def test_save_load_round_trip_reproduces_predictions(fitted, digits, tmp_path):
+    path = tmp_path / "model.ckpt"
+    fitted.save(path)
+    torch.load(path, weights_only=True)  # tensors and plain data only
+    loaded = ClusterMethod.load(path)
+    new = digits.subset(range(N_TRAIN, N_TRAIN + 200))
+    assert np.array_equal(loaded.predict_proba(new), fitted.predict_proba(new))
+
+
+def test_same_seed_same_clustering(digits):
+    images = digits.subset(range(500))
+    options = {"subset_size": 300, "patches_per_unit": 1500, "units": 2}
+    first = get_method_class("sanet")(k=10, seed=3, device="cpu", **options).fit(images)
+    second = get_method_class("sanet")(k=10, seed=3, device="cpu", **options).fit(images)
+    assert np.array_equal(first.training_labels_, second.training_labels_)
+    for a, b in zip(first.layers_, second.layers_):
+        assert torch.equal(a.filters, b.filters)
+
+
+def test_memory_is_linear_in_the_number_of_images(fitted):
+    config = fitted.config
+    assert fitted.graph_nnz_ <= N_TRAIN * config.n_neighbors * 2
+    blocks = fitted.train_blocks_
+    assert blocks.vectors.shape[0] == N_TRAIN and blocks.vectors.ndim == 3  # N x blocks x dims, no N x N
+
+
+def test_small_images_stop_stacking_layers(fitted):
+    # 8x8 digits: pooling after layer 1 would leave 4x4 maps, too small for a 4x4 grid of 2x2 cells.
+    assert len(fitted.layers_) == 1 and fitted.fit_info()["layers_used"] == 1
+
+
+def test_spectral_filters_have_unit_response_variance():
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(50, 2, 10, 10, generator=generator)
+    patches = sample_patches(maps, 3, 800, generator)
+    assert patches.shape[1] == 2 * 3 * 3
+    assert torch.allclose(patches.mean(dim=1), torch.zeros(len(patches)), atol=1e-5)  # mean-removed
+    filters = spectral_filters(patches, 4, 10, 1e-3, seed=0, backend="sklearn")
+    assert filters.shape == (4, 18)
+    assert torch.allclose((patches @ filters.T).std(dim=0), torch.ones(4), atol=1e-3)
+
+
+def test_layer_equals_filters_on_mean_removed_patches():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 2, 6, 6, generator=generator)
+    filters = torch.randn(4, 2, 3, 3, generator=generator)
+    out = SpectralLayer(filters, pool=1)(x)
+    patches = torch.nn.functional.unfold(x, 3, padding=1).transpose(1, 2)  # 3, 36, 18
+    patches = patches - patches.mean(dim=-1, keepdim=True)
+    response = (patches @ filters.reshape(4, -1).T).transpose(1, 2).reshape(3, 4, 6, 6)
+    assert torch.allclose(out, torch.cat([response.relu(), (-response).relu()], dim=1), atol=1e-5)
+
+
+def test_robust_distance_ignores_the_spoiled_blocks():
+    rng = torch.Generator().manual_seed(2)
+    clean = torch.rand(1, 16, 5, generator=rng)
+    occluded = clean.clone()
+    occluded[0, :4] = 10.0  # four blocks spoiled
+    other = torch.rand(1, 16, 5, generator=rng)
+    data = Blocks(torch.cat([occluded, other]), torch.zeros(2, 16, dtype=torch.bool))
+    query = Blocks(clean, torch.zeros(1, 16, dtype=torch.bool))
+    dist = robust_distances(query, data, torch.tensor([[0, 1]]), keep=12, device=torch.device("cpu"), batch_size=8)
+    assert dist[0, 0] == 0.0 and dist[0, 1] > 0.0
+    # Shared blank blocks are not evidence of similarity: they are left out, not counted as a match.
+    blank = torch.zeros(2, 16, dtype=torch.bool)
+    blank[:, 8:] = True
+    pair = Blocks(torch.zeros(2, 16, 5), blank)
+    pair.vectors[1, :8] = 1.0
+    dist = robust_distances(Blocks(pair.vectors[:1], blank[:1]), pair, torch.tensor([[1]]), 12, torch.device("cpu"), 8)
+    assert dist[0, 0] == pytest.approx(5.0)
+
+
+def test_bad_options_are_input_errors():
+    with pytest.raises(InputError):
+        get_method_class("sanet")(k=10, patch_size=4)
+    with pytest.raises(InputError):
+        get_method_class("sanet")(k=10, keep_fraction=0.0)
+    with pytest.raises(InputError):
+        get_method_class("sanet")(k=10, nonsense=1)
+
+
+def test_faiss_and_sklearn_neighbours_agree(fitted):
+    pytest.importorskip("faiss")
+    blocks = Blocks(fitted.train_blocks_.vectors[:400], fitted.train_blocks_.blank[:400])
+    args = (blocks, blocks, 10, 50, 12, torch.device("cpu"), 128)
+    d_sk, i_sk = robust_neighbors(*args, backend="sklearn", exclude_self=True)
+    d_fa, i_fa = robust_neighbors(*args, backend="faiss", exclude_self=True)
+    assert np.allclose(d_sk, d_fa, rtol=1e-3, atol=1e-4)
+    assert (i_sk == i_fa).mean() > 0.98  # ties may order differently
