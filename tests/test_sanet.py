@@ -11,7 +11,7 @@ from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import get_method_class
 from clusterkit.metrics import cluster_acc
-from clusterkit.sanet.blocks import Blocks, robust_distances, robust_neighbors
+from clusterkit.sanet.blocks import Blocks, Projection, robust_distances, robust_neighbors
 from clusterkit.sanet.network import SpectralLayer
 from clusterkit.sanet.units import sample_patches, spectral_filters
 
@@ -136,7 +136,7 @@ def test_bad_options_are_input_errors():
 def test_faiss_and_sklearn_neighbours_agree(fitted):
     pytest.importorskip("faiss")
     blocks = Blocks(fitted.train_blocks_.vectors[:400], fitted.train_blocks_.blank[:400])
-    args = (blocks, blocks, 10, 50, 12, torch.device("cpu"), 128)
+    args = (blocks, blocks, Projection.fit(blocks, 64), 10, 50, 12, torch.device("cpu"), 128)
     d_sk, i_sk = robust_neighbors(*args, backend="sklearn", exclude_self=True)
     d_fa, i_fa = robust_neighbors(*args, backend="faiss", exclude_self=True)
     assert np.allclose(d_sk, d_fa, rtol=1e-3, atol=1e-4)

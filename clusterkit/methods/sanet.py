@@ -20,7 +20,7 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..engine.device import resolve_device
 from ..errors import InputError
-from ..sanet.blocks import CELL, Blocks, blank_threshold, describe, n_kept, robust_neighbors
+from ..sanet.blocks import CELL, Blocks, Projection, blank_threshold, describe, n_kept, robust_neighbors
 from ..sanet.network import SpectralLayer, batches, forward, map_images
 from ..sanet.units import sample_patches, spectral_filters
 from ..spectral import affinity_from_neighbors, eigengap_k, embed_for_clustering, neighbor_vote, spectral_embedding
@@ -37,7 +37,7 @@ class SANetConfig(MethodConfig):
     graph (patch graphs and the image graph). ridge: spectral-regression penalty relative to the mean
     patch energy. grid: blocks per side of the last map; keep_fraction: share of blocks (the most
     similar) that count in the image distance; candidates: neighbours from the untrimmed distance that
-    are re-ranked robustly. vote_neighbors: training images voting for a new image. knn_backend:
+    are re-ranked robustly, searched on the first `candidate_dims` principal components. vote_neighbors: training images voting for a new image. knn_backend:
     'auto' uses FAISS when installed. batch_size: images per forward pass. n_init: k-means restarts.
     k_max: largest k tried by --k auto (eigengap)."""
 
@@ -54,6 +54,7 @@ class SANetConfig(MethodConfig):
     grid: int = 4
     keep_fraction: float = 0.75
     candidates: int = 50
+    candidate_dims: int = 64
     vote_neighbors: int = 10
     knn_backend: Literal["auto", "sklearn", "faiss"] = "auto"
     batch_size: int = 256
@@ -61,7 +62,7 @@ class SANetConfig(MethodConfig):
     k_max: int = 20
 
     def validate(self) -> None:
-        positive = ("layers", "units", "filters", "patch_size", "deep_patch_size", "pool", "grid", "batch_size", "n_init")
+        positive = ("layers", "units", "filters", "patch_size", "deep_patch_size", "pool", "grid", "batch_size", "n_init", "candidate_dims")
         for key in positive:
             if getattr(self, key) < 1:
                 raise InputError(f"sanet option {key} must be >= 1, got {getattr(self, key)}")
@@ -96,8 +97,10 @@ class SANet(ClusterMethod):
         sample = torch.from_numpy(images.pixels[: cfg.subset_size]).float() / 255.0
         self.blank_norm_ = blank_threshold(sample, cfg.grid)
         self.train_blocks_ = self._describe(images.pixels, device)
+        sample = Blocks(self.train_blocks_.vectors[: cfg.subset_size], self.train_blocks_.blank[: cfg.subset_size])
+        self.projection_ = Projection.fit(sample, cfg.candidate_dims)
         dist, idx = robust_neighbors(
-            self.train_blocks_, self.train_blocks_, cfg.n_neighbors, cfg.candidates, self._keep(), device,
+            self.train_blocks_, self.train_blocks_, self.projection_, cfg.n_neighbors, cfg.candidates, self._keep(), device,
             cfg.batch_size, cfg.knn_backend, exclude_self=True,
         )
         affinity = affinity_from_neighbors(dist, idx)
@@ -171,7 +174,7 @@ class SANet(ClusterMethod):
             raise InputError(f"images are {(images.channels, *images.size)}, the model was fitted on {tuple(self.image_shape_)}")
         device = resolve_device(self.device)
         dist, idx = robust_neighbors(
-            self._describe(images.pixels, device), self.train_blocks_, cfg.vote_neighbors, cfg.candidates,
+            self._describe(images.pixels, device), self.train_blocks_, self.projection_, cfg.vote_neighbors, cfg.candidates,
             self._keep(), device, cfg.batch_size, cfg.knn_backend, exclude_self=False,
         )
         return neighbor_vote(dist, idx, self.train_labels_.numpy(), int(self.k_))
@@ -185,6 +188,8 @@ class SANet(ClusterMethod):
             "layers": [{"filters": layer.filters, "pool": layer.pool} for layer in self.layers_],
             "train_blocks": self.train_blocks_.vectors,
             "train_blank": self.train_blocks_.blank,
+            "projection_mean": self.projection_.mean,
+            "projection_axes": self.projection_.axes,
             "train_labels": self.train_labels_,
             "eigenvalues": self.eigenvalues_,
             "graph_nnz": self.graph_nnz_,
@@ -194,6 +199,7 @@ class SANet(ClusterMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.layers_ = [SpectralLayer(layer["filters"], int(layer["pool"])) for layer in state["layers"]]
         self.train_blocks_ = Blocks(state["train_blocks"], state["train_blank"])
+        self.projection_ = Projection(state["projection_mean"], state["projection_axes"])
         self.train_labels_ = state["train_labels"]
         self.eigenvalues_ = list(state["eigenvalues"])
         self.graph_nnz_ = int(state["graph_nnz"])

@@ -8,8 +8,10 @@ input: background, or an occluder) are left out rather than counted as a perfect
 images occluded at the same place would look alike because of the occluder itself.
 
 All pairs would cost N x N, so each image's candidates come first from a kNN on the whole feature
-vector (the untrimmed distance, through `neighbors.knn_query`: FAISS when installed), and only those
-candidates are re-ranked with the robust distance.
+vector (the untrimmed distance, on its first principal components, through `neighbors.knn_query`:
+FAISS when installed), and only those candidates are re-ranked with the robust distance. Block vectors
+are kept in half precision (distances are computed in single precision): the (N, G, D) table is the
+one structure that grows with N, and halving it matters at 50k images.
 """
 
 from __future__ import annotations
@@ -47,14 +49,32 @@ class Blocks:
     def __len__(self) -> int:
         return len(self.vectors)
 
-    def flat(self) -> np.ndarray:
-        return self.vectors.reshape(len(self), -1).numpy()
+    def flat(self) -> torch.Tensor:
+        return self.vectors.reshape(len(self), -1).float()
+
+
+@dataclass
+class Projection:
+    """Principal axes (D, d) and mean (D,) of flattened block vectors: where candidates are searched."""
+
+    mean: torch.Tensor
+    axes: torch.Tensor
+
+    @classmethod
+    def fit(cls, sample: Blocks, dims: int) -> "Projection":
+        flat = sample.flat()
+        mean = flat.mean(dim=0)
+        _, _, vt = torch.linalg.svd(flat - mean, full_matrices=False)
+        return cls(mean, vt[:dims].T.contiguous())
+
+    def __call__(self, blocks: Blocks) -> np.ndarray:
+        return ((blocks.flat() - self.mean) @ self.axes).numpy()
 
 
 def describe(inputs: torch.Tensor, last: torch.Tensor, grid: int, blank_norm: float) -> Blocks:
     """Blocks of the last map; blankness judged on the input itself, where blank means no ink."""
     blank = block_features(inputs, grid).norm(dim=-1) < blank_norm
-    return Blocks(block_features(last, grid), blank)
+    return Blocks(block_features(last, grid).half(), blank)
 
 
 def blank_threshold(inputs: torch.Tensor, grid: int) -> float:
@@ -76,8 +96,8 @@ def robust_distances(
     for start in range(0, len(queries), batch_size):
         stop = start + batch_size
         cand = candidates[start:stop]
-        q = queries.vectors[start:stop].to(device)
-        block = (data.vectors[cand].to(device) - q[:, None]).pow_(2).sum(dim=-1)  # b, C, G
+        q = queries.vectors[start:stop].to(device).float()
+        block = (data.vectors[cand].to(device).float() - q[:, None]).pow_(2).sum(dim=-1)  # b, C, G
         both_blank = (queries.blank[start:stop, None, :] & data.blank[cand]).to(device)
         block = block.masked_fill_(both_blank, float("inf"))
         smallest = block.topk(keep, dim=-1, largest=False).values
@@ -89,8 +109,8 @@ def robust_distances(
 
 
 def robust_neighbors(
-    queries: Blocks, data: Blocks, n_neighbors: int, n_candidates: int, keep: int, device: torch.device,
-    batch_size: int, backend: Backend, exclude_self: bool,
+    queries: Blocks, data: Blocks, projection: Projection, n_neighbors: int, n_candidates: int, keep: int,
+    device: torch.device, batch_size: int, backend: Backend, exclude_self: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The `n_neighbors` robust-nearest rows of `data` for each query: (distances, indices), nearest first.
 
@@ -98,7 +118,7 @@ def robust_neighbors(
     """
     extra = 1 if exclude_self else 0
     n_candidates = min(max(n_candidates, n_neighbors) + extra, len(data))
-    _, idx = knn_query(data.flat(), queries.flat(), n_candidates, backend)
+    _, idx = knn_query(projection(data), projection(queries), n_candidates, backend)
     idx = torch.from_numpy(idx)
     dist = robust_distances(queries, data, idx, keep, device, batch_size)
     if exclude_self:
