@@ -113,14 +113,14 @@ def test_robust_distance_ignores_the_spoiled_blocks():
     other = torch.rand(1, 16, 5, generator=rng)
     data = Blocks(torch.cat([occluded, other]), torch.zeros(2, 16, dtype=torch.bool))
     query = Blocks(clean, torch.zeros(1, 16, dtype=torch.bool))
-    dist = robust_distances(query, data, torch.tensor([[0, 1]]), keep=12, device=torch.device("cpu"), batch_size=8)
+    dist = robust_distances(query, data, torch.tensor([[0, 1]]), keep=12, device=torch.device("cpu"))
     assert dist[0, 0] == 0.0 and dist[0, 1] > 0.0
     # Shared blank blocks are not evidence of similarity: they are left out, not counted as a match.
     blank = torch.zeros(2, 16, dtype=torch.bool)
     blank[:, 8:] = True
     pair = Blocks(torch.zeros(2, 16, 5), blank)
     pair.vectors[1, :8] = 1.0
-    dist = robust_distances(Blocks(pair.vectors[:1], blank[:1]), pair, torch.tensor([[1]]), 12, torch.device("cpu"), 8)
+    dist = robust_distances(Blocks(pair.vectors[:1], blank[:1]), pair, torch.tensor([[1]]), 12, torch.device("cpu"))
     assert dist[0, 0] == pytest.approx(5.0)
 
 
@@ -136,7 +136,7 @@ def test_bad_options_are_input_errors():
 def test_faiss_and_sklearn_neighbours_agree(fitted):
     pytest.importorskip("faiss")
     blocks = Blocks(fitted.train_blocks_.vectors[:400], fitted.train_blocks_.blank[:400])
-    args = (blocks, blocks, Projection.fit(blocks, 64), 10, 50, 12, torch.device("cpu"), 128)
+    args = (blocks, blocks, Projection.fit(blocks, 64), 10, 50, 12, torch.device("cpu"))
     d_sk, i_sk = robust_neighbors(*args, backend="sklearn", exclude_self=True)
     d_fa, i_fa = robust_neighbors(*args, backend="faiss", exclude_self=True)
     assert np.allclose(d_sk, d_fa, rtol=1e-3, atol=1e-4)

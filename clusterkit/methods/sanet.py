@@ -100,8 +100,8 @@ class SANet(ClusterMethod):
         sample = Blocks(self.train_blocks_.vectors[: cfg.subset_size], self.train_blocks_.blank[: cfg.subset_size])
         self.projection_ = Projection.fit(sample, cfg.candidate_dims)
         dist, idx = robust_neighbors(
-            self.train_blocks_, self.train_blocks_, self.projection_, cfg.n_neighbors, cfg.candidates, self._keep(), device,
-            cfg.batch_size, cfg.knn_backend, exclude_self=True,
+            self.train_blocks_, self.train_blocks_, self.projection_, cfg.n_neighbors, cfg.candidates, self._keep(),
+            device, cfg.knn_backend, exclude_self=True,
         )
         affinity = affinity_from_neighbors(dist, idx)
         self.graph_nnz_ = int(affinity.nnz)
@@ -175,7 +175,7 @@ class SANet(ClusterMethod):
         device = resolve_device(self.device)
         dist, idx = robust_neighbors(
             self._describe(images.pixels, device), self.train_blocks_, self.projection_, cfg.vote_neighbors, cfg.candidates,
-            self._keep(), device, cfg.batch_size, cfg.knn_backend, exclude_self=False,
+            self._keep(), device, cfg.knn_backend, exclude_self=False,
         )
         return neighbor_vote(dist, idx, self.train_labels_.numpy(), int(self.k_))
 

@@ -27,6 +27,7 @@ from ..neighbors import Backend, knn_query
 
 CELL = 2  # each block keeps up to 2 x 2 positions of the map: a little layout inside the block
 BLANK_FRACTION = 0.1  # an input block under 10% of the mean input-block norm counts as blank
+RERANK_ELEMENTS = 1 << 22  # floats in one re-ranking chunk (queries x candidates x blocks x dims): 16 MB
 
 
 def block_features(maps: torch.Tensor, grid: int) -> torch.Tensor:
@@ -86,13 +87,15 @@ def n_kept(n_blocks: int, keep_fraction: float) -> int:
 
 
 def robust_distances(
-    queries: Blocks, data: Blocks, candidates: torch.Tensor, keep: int, device: torch.device, batch_size: int
+    queries: Blocks, data: Blocks, candidates: torch.Tensor, keep: int, device: torch.device
 ) -> torch.Tensor:
     """Mean of the `keep` smallest informative block distances between queries and candidates: (Q, C).
 
     A pair with no informative block at all (both images blank everywhere) gets an infinite distance.
+    Queries go in chunks sized so that the gathered candidate blocks stay small, whatever N is.
     """
     out = []
+    batch_size = max(1, RERANK_ELEMENTS // candidates.shape[1] // data.vectors[0].numel())
     for start in range(0, len(queries), batch_size):
         stop = start + batch_size
         cand = candidates[start:stop]
@@ -110,7 +113,7 @@ def robust_distances(
 
 def robust_neighbors(
     queries: Blocks, data: Blocks, projection: Projection, n_neighbors: int, n_candidates: int, keep: int,
-    device: torch.device, batch_size: int, backend: Backend, exclude_self: bool,
+    device: torch.device, backend: Backend, exclude_self: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The `n_neighbors` robust-nearest rows of `data` for each query: (distances, indices), nearest first.
 
@@ -120,7 +123,7 @@ def robust_neighbors(
     n_candidates = min(max(n_candidates, n_neighbors) + extra, len(data))
     _, idx = knn_query(projection(data), projection(queries), n_candidates, backend)
     idx = torch.from_numpy(idx)
-    dist = robust_distances(queries, data, idx, keep, device, batch_size)
+    dist = robust_distances(queries, data, idx, keep, device)
     if exclude_self:
         dist = dist.masked_fill(idx == torch.arange(len(queries))[:, None], float("inf"))
     n_neighbors = min(n_neighbors, n_candidates - extra)
