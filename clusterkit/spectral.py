@@ -112,3 +112,20 @@ def eigengap_k(eigenvalues: np.ndarray, k_min: int = 2, k_max: int | None = None
     k_max = min(k_max or len(values) - 1, len(values) - 1)
     gaps = np.diff(values)[k_min - 1 : k_max]
     return int(k_min + np.argmax(gaps))
+
+
+def neighbor_vote(dist: np.ndarray, idx: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Out-of-sample extension of a graph clustering: soft votes of each query's nearest training points.
+
+    Weights exp(-(d / d_last)^2) fade with distance relative to the query's own farthest voter; a query
+    at distance 0 from a training point takes that point's cluster, so assigning the training set again
+    reproduces the fitted partition. Returns (Q, n_clusters) rows summing to one.
+    """
+    scale = np.maximum(dist[:, -1:], 1e-12)
+    weights = np.exp(-((dist / scale) ** 2))
+    votes = np.zeros((len(idx), n_clusters), dtype=np.float64)
+    np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), labels[idx].ravel()), weights.ravel())
+    exact = dist[:, 0] <= 1e-6
+    votes[exact] = 0.0
+    votes[exact, labels[idx[exact, 0]]] = 1.0
+    return (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
