@@ -18,7 +18,7 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import InputError
 from ..neighbors import knn_query
-from ..spectral import eigengap_k, embed_for_clustering, knn_affinity, spectral_embedding
+from ..spectral import eigengap_k, embed_for_clustering, knn_affinity, neighbor_vote, spectral_embedding
 from .base import ClusterMethod, FitContext
 from .registry import register
 
@@ -221,14 +221,7 @@ class SpectralMethod(_ClassicalMethod):
         the training set reproduces the fitted partition exactly.
         """
         dist, idx = knn_query(self.train_features_, x, self.config.vote_neighbors)
-        scale = np.maximum(dist[:, -1:], 1e-12)
-        weights = np.exp(-((dist / scale) ** 2))
-        votes = np.zeros((len(x), self.k_), dtype=np.float64)
-        np.add.at(votes, (np.repeat(np.arange(len(x)), idx.shape[1]), self.train_labels_[idx].ravel()), weights.ravel())
-        exact = dist[:, 0] <= 1e-6
-        votes[exact] = 0.0
-        votes[exact, self.train_labels_[idx[exact, 0]]] = 1.0
-        return (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
+        return neighbor_vote(dist, idx, self.train_labels_, self.k_)
 
     def _model_state(self) -> dict[str, Any]:
         return {"train_features": torch.from_numpy(self.train_features_), "train_labels": torch.from_numpy(self.train_labels_)}

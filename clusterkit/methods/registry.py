@@ -25,11 +25,7 @@ def register(cls: type["ClusterMethod"]) -> type["ClusterMethod"]:
 
 def _load_all() -> None:
     for module in _METHOD_MODULES:
-        try:
-            importlib.import_module(f"{__package__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{module}":
-                raise
+        importlib.import_module(f"{__package__}.{module}")
 
 
 def available_methods() -> dict[str, type["ClusterMethod"]]:
