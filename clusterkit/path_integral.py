@@ -61,6 +61,9 @@ def path_integral_clustering(
     walk = _Walk(np.asarray(x, dtype=np.float32), n_neighbors, a, z)
     links = csr_matrix((np.ones(n), (np.arange(n), walk.nearest)), shape=(n, n))
     _, member = connected_components(links, directed=False)
+    # Clusters are candidates for a merge when a kNN edge joins them in either direction.
+    edges = csr_matrix((np.ones(walk.cols.size), (np.repeat(np.arange(n), walk.cols.shape[1]), walk.cols.ravel())), shape=(n, n))
+    edges = (edges + edges.T).tocsr()
     clusters = {c: np.flatnonzero(member == c) for c in range(member.max() + 1)}
 
     def integral(c: np.ndarray) -> float:
@@ -75,7 +78,7 @@ def path_integral_clustering(
         return s[: len(ci), 0].sum() / len(ci) ** 2 + s[len(ci) :, 1].sum() / len(cj) ** 2 - own[i] - own[j]
 
     def linked(c: int) -> set[int]:
-        return set(member[walk.cols[clusters[c]].ravel()].tolist()) - {c}
+        return set(member[edges[clusters[c]].indices].tolist()) - {c}
 
     own = {c: integral(members) for c, members in clusters.items()}
     heap = [(-gain(i, j), i, j) for i in clusters for j in linked(i) if i < j]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from clusterkit import get_method, load_images
 from clusterkit.checkpoint import load_model
-from clusterkit.config import build_config, parse_set_options
+from clusterkit.config import MethodConfig, build_config, parse_set_options
 from clusterkit.errors import InputError
 from clusterkit.methods.classical import SpectralConfig
+from clusterkit.methods.registry import available_methods
 
 
 def test_set_values_are_parsed_as_yaml_scalars():
@@ -19,6 +22,15 @@ def test_set_values_are_parsed_as_yaml_scalars():
     }
     with pytest.raises(InputError, match="KEY=VALUE"):
         parse_set_options(["novalue"])
+
+
+@pytest.mark.parametrize("name", sorted(available_methods()))
+def test_method_options_do_not_shadow_the_preprocessing_options(name):
+    """A method field named like a shared one (DEPICT once had `channels` = conv width) would change
+    how every image is decoded."""
+    shared = {f.name: f.default for f in dataclasses.fields(MethodConfig)}
+    own = {f.name: f.default for f in dataclasses.fields(available_methods()[name].Config)}
+    assert {key: own[key] for key in shared} == shared
 
 
 def test_values_are_coerced_and_checked():

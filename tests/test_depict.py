@@ -15,8 +15,8 @@ from clusterkit.metrics import cluster_acc
 from clusterkit.nn.autoencoder import ConvAutoencoder
 from clusterkit.path_integral import path_integral_clustering
 
-# A reduced schedule for tests; the defaults are the paper's (docs/methods.md).
-FAST = {"pretrain_epochs": 2, "init_epochs": 1, "epochs": 3, "channels": 16, "init": "kmeans", "kmeans_n_init": 2}
+# A reduced schedule for tests; the defaults and their sources: docs/methods.md.
+FAST = {"pretrain_epochs": 2, "init_epochs": 1, "epochs": 3, "feature_maps": 16, "init": "kmeans", "kmeans_n_init": 2}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def digits() -> ImageSet:
 @pytest.fixture(scope="module")
 def fitted(digits) -> Depict:
     torch.set_num_threads(1)
-    return Depict(k=10, seed=0, device="cpu", pretrain_epochs=80, init_epochs=5, epochs=10, channels=16).fit(digits)
+    return Depict(k=10, seed=0, device="cpu", pretrain_epochs=80, init_epochs=5, epochs=10, feature_maps=16).fit(digits)
 
 
 def test_learns_well_above_chance(fitted, digits):

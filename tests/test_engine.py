@@ -175,7 +175,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
     run, out = sys.argv[1], sys.argv[2]
     images = load_images("builtin:digits")
     model = get_method_class("depict")(k=10, seed=0, device="cpu", pretrain_epochs=2, init_epochs=1, epochs=2,
-                                       channels=8)
+                                       feature_maps=8)
     model.fit(images, FitContext(run_dir=run))
     rank, world = dist.get_rank(), dist.get_world_size()
     x = torch.tensor([rank + 1.0], requires_grad=True)

@@ -1,11 +1,13 @@
 """DEPICT: deep embedded regularized clustering (Ghasedi Dizaji et al., ICCV 2017).
 
 A denoising convolutional autoencoder whose K-dimensional embedding feeds a softmax clustering
-head. After a reconstruction-only pretraining, the head starts from k-means centroids of the clean
-embeddings; then targets Q (clean predictions sharpened and divided by the soft cluster
-frequencies) and all weights are updated alternately: each epoch trains the noisy path's
-prediction towards Q plus the layer-wise reconstruction, then Q is recomputed, until Q stops
-changing. Equations, defaults and their sources: docs/methods.md.
+head. Phases, as in the authors' released code: "pretrain" (layer-wise reconstruction only);
+"init" (the clean embeddings are clustered with AC-PIC or k-means, the head starts from the unit-norm
+centroids and the network briefly fits those hard clusters); "cluster" (targets Q, the clean
+predictions sharpened and divided by the soft cluster frequencies, and all weights are updated
+alternately: each epoch trains the noisy path's prediction towards Q plus the reconstruction,
+then Q is recomputed, until Q stops changing). Equations, defaults and their sources:
+docs/methods.md.
 """
 
 from __future__ import annotations
@@ -37,15 +39,15 @@ _TARGETS = {"squared": (2.0, 1.0), "sqrt": (1.0, 0.5)}
 class DepictConfig(MethodConfig):
     """Defaults follow the authors' released code (herandy/DEPICT) unless docs/methods.md says otherwise."""
 
-    epochs: int = 100
-    pretrain_epochs: int = 300
+    epochs: int = 50
+    pretrain_epochs: int = 600
     init: Literal["pic", "kmeans"] = "pic"
     init_epochs: int = 10
     pic_neighbors: int = 20
     batch_size: int = 100
     lr: float = 1e-4
     cluster_lr: float = 1e-3
-    channels: int = 50
+    feature_maps: int = 50
     dropout: float = 0.1
     hidden_weight: float = 0.1
     reconstruction_weight: float = 1.0
@@ -57,7 +59,7 @@ class DepictConfig(MethodConfig):
     mixed_precision: bool = True
 
     def validate(self) -> None:
-        for name in ("epochs", "pretrain_epochs", "init_epochs", "batch_size", "channels", "target_update_interval",
+        for name in ("epochs", "pretrain_epochs", "init_epochs", "batch_size", "feature_maps", "target_update_interval",
                      "kmeans_n_init", "pic_neighbors"):
             minimum = 0 if name.endswith("epochs") else 1
             if getattr(self, name) < minimum:
@@ -74,7 +76,7 @@ class DepictNet(nn.Module):
     def __init__(self, in_channels: int, size: tuple[int, int], k: int, config: DepictConfig) -> None:
         super().__init__()
         self.autoencoder = ConvAutoencoder(
-            in_channels, size, embed_dim=k, channels=(config.channels, config.channels),
+            in_channels, size, embed_dim=k, channels=(config.feature_maps, config.feature_maps),
             dropouts=(config.dropout, config.dropout, 0.0),
         )
         self.head = nn.Linear(k, k)
@@ -166,7 +168,7 @@ class Depict(ClusterMethod):
 
     def _fingerprint(self) -> dict[str, Any]:
         """Settings a resumed run must share; more epochs may be asked for when resuming."""
-        settings = {k: v for k, v in asdict(self.config).items() if k not in ("epochs", "pretrain_epochs")}
+        settings = {k: v for k, v in asdict(self.config).items() if not k.endswith("epochs")}
         return {"method": self.name, "k": self.k_, "seed": self.seed, "shape": list(self.image_shape_), "config": settings}
 
     def _build(self) -> DepictNet:
