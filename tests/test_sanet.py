@@ -11,7 +11,7 @@ from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import get_method_class
 from clusterkit.metrics import cluster_acc
-from clusterkit.sanet.blocks import Blocks, Projection, robust_distances, robust_neighbors
+from clusterkit.sanet.blocks import Blocks, Projection, describe, robust_distances, robust_neighbors, split_blocks
 from clusterkit.sanet.network import SpectralLayer
 from clusterkit.sanet.units import sample_patches, spectral_filters
 
@@ -113,15 +113,58 @@ def test_robust_distance_ignores_the_spoiled_blocks():
     other = torch.rand(1, 16, 5, generator=rng)
     data = Blocks(torch.cat([occluded, other]), torch.zeros(2, 16, dtype=torch.bool))
     query = Blocks(clean, torch.zeros(1, 16, dtype=torch.bool))
-    dist = robust_distances(query, data, torch.tensor([[0, 1]]), keep=12, device=torch.device("cpu"))
+    dist = robust_distances(query, data, torch.tensor([[0, 1]]), 0.75, device=torch.device("cpu"))
     assert dist[0, 0] == 0.0 and dist[0, 1] > 0.0
     # Shared blank blocks are not evidence of similarity: they are left out, not counted as a match.
     blank = torch.zeros(2, 16, dtype=torch.bool)
     blank[:, 8:] = True
     pair = Blocks(torch.zeros(2, 16, 5), blank)
     pair.vectors[1, :8] = 1.0
-    dist = robust_distances(Blocks(pair.vectors[:1], blank[:1]), pair, torch.tensor([[1]]), 12, torch.device("cpu"))
+    dist = robust_distances(Blocks(pair.vectors[:1], blank[:1]), pair, torch.tensor([[1]]), 0.75, torch.device("cpu"))
     assert dist[0, 0] == pytest.approx(5.0)
+
+
+def test_trimming_counts_the_pairs_informative_blocks_only():
+    # 8 of 16 blocks blank in both images (left out); of the other 8, two are spoiled. Keeping a share
+    # of all 16 blocks (12) would keep all 8 and average the spoiled ones in; keeping 0.75 of the
+    # pair's 8 informative blocks keeps the 6 best, and the spoiled two drop out.
+    blank = torch.zeros(2, 16, dtype=torch.bool)
+    blank[:, 8:] = True
+    vectors = torch.zeros(2, 16, 3)
+    vectors[1, :6] = 0.1  # six informative blocks that match closely (error 0.03 each)
+    vectors[1, 6:8] = 5.0  # two spoiled blocks (error 75 each)
+    query = Blocks(vectors[:1], blank[:1])
+    dist = robust_distances(query, Blocks(vectors, blank), torch.tensor([[1]]), 0.75, torch.device("cpu"))
+    assert dist[0, 0].item() == pytest.approx(0.03, rel=1e-3)
+    # Without trimming (keep everything) the spoiled blocks count: (6 x 0.03 + 2 x 75) / 8.
+    dist = robust_distances(query, Blocks(vectors, blank), torch.tensor([[1]]), 1.0, torch.device("cpu"))
+    assert dist[0, 0].item() == pytest.approx((6 * 0.03 + 150) / 8, rel=1e-3)
+    # The share is per pair: a pair with 4 informative blocks keeps ceil(0.75 x 4) = 3 of them.
+    few = blank.clone()
+    few[:, 4:] = True
+    vectors[1, :4] = torch.tensor([0.1, 0.1, 0.1, 5.0])[:, None]
+    dist = robust_distances(Blocks(vectors[:1], few[:1]), Blocks(vectors, few), torch.tensor([[1]]), 0.75, torch.device("cpu"))
+    assert dist[0, 0].item() == pytest.approx(0.03, rel=1e-3)
+    # No informative block at all: infinite distance (robust_neighbors caps it).
+    none = torch.ones(2, 16, dtype=torch.bool)
+    dist = robust_distances(Blocks(vectors[:1], none[:1]), Blocks(vectors, none), torch.tensor([[1]]), 0.75, torch.device("cpu"))
+    assert torch.isinf(dist[0, 0])
+
+
+def test_local_blocks_depend_on_their_own_pixels_only():
+    # With local_blocks, each block goes through the layers on its own: changing one input block
+    # changes that block's descriptor and no other (a whole-image convolution would leak into the
+    # neighbours within the filters' reach).
+    generator = torch.Generator().manual_seed(4)
+    layer = SpectralLayer(torch.randn(4, 1, 5, 5, generator=generator), pool=1)
+    x = torch.rand(1, 1, 8, 8, generator=generator)
+    y = x.clone()
+    y[:, :, 2:4, 2:4] = 0.0  # block (1, 1) of the 4 x 4 grid, index 5
+    local = [describe(v, layer(split_blocks(v, 4)), 4, 0.0).vectors.float() for v in (x, y)]
+    changed = (local[0] - local[1]).abs().sum(dim=-1)[0] > 0
+    assert changed.nonzero().flatten().tolist() == [5]
+    whole = [describe(v, layer(v), 4, 0.0).vectors.float() for v in (x, y)]
+    assert ((whole[0] - whole[1]).abs().sum(dim=-1)[0] > 0).sum() > 1
 
 
 def test_bad_options_are_input_errors():
@@ -136,7 +179,7 @@ def test_bad_options_are_input_errors():
 def test_faiss_and_sklearn_neighbours_agree(fitted):
     pytest.importorskip("faiss")
     blocks = Blocks(fitted.train_blocks_.vectors[:400], fitted.train_blocks_.blank[:400])
-    args = (blocks, blocks, Projection.fit(blocks, 64), 10, 50, 12, torch.device("cpu"))
+    args = (blocks, blocks, Projection.fit(blocks, 64), 10, 50, 0.75, torch.device("cpu"))
     d_sk, i_sk = robust_neighbors(*args, backend="sklearn", exclude_self=True)
     d_fa, i_fa = robust_neighbors(*args, backend="faiss", exclude_self=True)
     assert np.allclose(d_sk, d_fa, rtol=1e-3, atol=1e-4)

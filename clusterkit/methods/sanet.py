@@ -20,7 +20,7 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..engine.device import resolve_device
 from ..errors import InputError
-from ..sanet.blocks import CELL, Blocks, Projection, blank_threshold, describe, n_kept, robust_neighbors
+from ..sanet.blocks import CELL, Blocks, Projection, blank_threshold, describe, robust_neighbors, split_blocks
 from ..sanet.network import SpectralLayer, batches, forward, map_images
 from ..sanet.units import sample_patches, spectral_filters
 from ..spectral import affinity_from_neighbors, eigengap_k, embed_for_clustering, neighbor_vote, spectral_embedding
@@ -34,11 +34,19 @@ class SANetConfig(MethodConfig):
     patch_size: first-layer patch side; deep_patch_size: patch side in later layers (their input has
     2 x units x filters channels). pool: average pooling between layers. subset_size: images a unit
     draws; patches_per_unit: patches sampled from them for the unit's graph. n_neighbors: kNN of every
-    graph (patch graphs and the image graph). ridge: spectral-regression penalty relative to the mean
-    patch energy. grid: blocks per side of the last map; keep_fraction: share of blocks (the most
-    similar) that count in the image distance; candidates: neighbours from the untrimmed distance that
-    are re-ranked robustly, searched on the first `candidate_dims` principal components. vote_neighbors: training images voting for a new image. knn_backend:
-    'auto' uses FAISS when installed. batch_size: images per forward pass. n_init: k-means restarts.
+    graph (patch graphs and the image graph). ridge: spectral-regression penalty as a fraction of the
+    mean diagonal entry of the patch Gram matrix, tr(P^T P) / D. grid: blocks per side of the last map;
+    keep_fraction: share of each pair's informative blocks (not blank in both; the most similar ones)
+    that count in the image distance. local_blocks: each block goes through the layers on its own
+    (zero padding at its border), so that its descriptor depends on its own pixels only and an
+    occluder spoils only the blocks it overlaps, not those within the filters' reach of it. Off by
+    default: a block is a fraction of the image (2 x 2 px on 8 x 8 digits), smaller than the filters,
+    which then see mostly padding and lose the context across block borders that tells strokes
+    apart, on every image, occluded or not; on images whose blocks are larger than the first-layer
+    patch it costs little context. candidates: neighbours from the untrimmed distance that are
+    re-ranked robustly, searched on the first `candidate_dims` principal components. vote_neighbors:
+    training images voting for a new image. knn_backend: 'auto' uses FAISS when installed.
+    batch_size: images per forward pass. n_init: k-means restarts.
     k_max: largest k tried by --k auto (eigengap)."""
 
     layers: int = 2
@@ -53,6 +61,7 @@ class SANetConfig(MethodConfig):
     ridge: float = 1e-3
     grid: int = 4
     keep_fraction: float = 0.75
+    local_blocks: bool = False
     candidates: int = 50
     candidate_dims: int = 64
     vote_neighbors: int = 10
@@ -94,17 +103,29 @@ class SANet(ClusterMethod):
         device = resolve_device(self.device)
         self.layers_ = self._fit_layers(images.pixels, device)
         console.info(f"sanet: describing {len(images)} images through {len(self.layers_)} layer(s)")
-        sample = torch.from_numpy(images.pixels[: cfg.subset_size]).float() / 255.0
+        # A seeded random sample, not the first images: folders are read sorted by path, and
+        # class-sorted folders would bias the blank threshold and the PCA axes towards a few classes.
+        generator = torch.Generator().manual_seed(self.seed)
+        chosen = torch.randperm(len(images), generator=generator)[: cfg.subset_size].sort().values
+        sample = torch.from_numpy(images.pixels[chosen.numpy()]).float() / 255.0
         self.blank_norm_ = blank_threshold(sample, cfg.grid)
         self.train_blocks_ = self._describe(images.pixels, device)
-        sample = Blocks(self.train_blocks_.vectors[: cfg.subset_size], self.train_blocks_.blank[: cfg.subset_size])
+        sample = Blocks(self.train_blocks_.vectors[chosen], self.train_blocks_.blank[chosen])
         self.projection_ = Projection.fit(sample, cfg.candidate_dims)
         dist, idx = robust_neighbors(
-            self.train_blocks_, self.train_blocks_, self.projection_, cfg.n_neighbors, cfg.candidates, self._keep(),
+            self.train_blocks_, self.train_blocks_, self.projection_, cfg.n_neighbors, cfg.candidates, cfg.keep_fraction,
             device, cfg.knn_backend, exclude_self=True,
         )
         affinity = affinity_from_neighbors(dist, idx)
         self.graph_nnz_ = int(affinity.nnz)
+        from scipy.sparse.csgraph import connected_components
+
+        self.graph_components_ = int(connected_components(affinity, directed=False)[0])
+        if self.graph_components_ > (self.k_ if self.k_ != "auto" else cfg.k_max):
+            console.warn(
+                f"sanet: the image graph has {self.graph_components_} connected components, more than the clusters "
+                "asked for; groups of near-duplicates larger than n_neighbors do this (raise n_neighbors)"
+            )
         n_eig = min(cfg.k_max, len(images) - 2) + 1 if self.k_ == "auto" else self.k_
         vectors, values = spectral_embedding(affinity, n_eig, seed=self.seed)
         if self.k_ == "auto":
@@ -155,11 +176,9 @@ class SANet(ClusterMethod):
         parts = []
         with torch.inference_mode():
             for x in batches(pixels, self.config.batch_size, device):
-                parts.append(describe(x.cpu(), forward(x, self.layers_).cpu(), self.config.grid, self.blank_norm_))
+                inputs = split_blocks(x, self.config.grid) if self.config.local_blocks else x
+                parts.append(describe(x.cpu(), forward(inputs, self.layers_).cpu(), self.config.grid, self.blank_norm_))
         return Blocks(torch.cat([p.vectors for p in parts]), torch.cat([p.blank for p in parts]))
-
-    def _keep(self) -> int:
-        return n_kept(self.config.grid**2, self.config.keep_fraction)
 
     # --- prediction -----------------------------------------------------------------------
     @property
@@ -175,12 +194,13 @@ class SANet(ClusterMethod):
         device = resolve_device(self.device)
         dist, idx = robust_neighbors(
             self._describe(images.pixels, device), self.train_blocks_, self.projection_, cfg.vote_neighbors, cfg.candidates,
-            self._keep(), device, cfg.knn_backend, exclude_self=False,
+            cfg.keep_fraction, device, cfg.knn_backend, exclude_self=False,
         )
         return neighbor_vote(dist, idx, self.train_labels_.numpy(), int(self.k_))
 
     def fit_info(self) -> dict[str, Any]:
-        return {"layers_used": len(self.layers_), "eigenvalues": self.eigenvalues_, "graph_nnz": self.graph_nnz_}
+        return {"layers_used": len(self.layers_), "eigenvalues": self.eigenvalues_, "graph_nnz": self.graph_nnz_,
+                "graph_components": self.graph_components_}
 
     # --- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -193,6 +213,7 @@ class SANet(ClusterMethod):
             "train_labels": self.train_labels_,
             "eigenvalues": self.eigenvalues_,
             "graph_nnz": self.graph_nnz_,
+            "graph_components": self.graph_components_,
             "blank_norm": self.blank_norm_,
         }
 
@@ -203,4 +224,5 @@ class SANet(ClusterMethod):
         self.train_labels_ = state["train_labels"]
         self.eigenvalues_ = list(state["eigenvalues"])
         self.graph_nnz_ = int(state["graph_nnz"])
+        self.graph_components_ = int(state.get("graph_components", 0)) or None
         self.blank_norm_ = float(state["blank_norm"])

@@ -72,27 +72,59 @@ class Projection:
         return ((blocks.flat() - self.mean) @ self.axes).numpy()
 
 
+def split_blocks(inputs: torch.Tensor, grid: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N*grid*grid, C, h, w): the input cut into its grid x grid blocks, row-major.
+
+    Sides that grid does not divide are zero-padded at the bottom and right first. Each block then goes
+    through the layers on its own (zero padding at its border), so that a block's descriptor depends
+    on its own pixels only: an occluder spoils exactly the blocks it overlaps, not also the blocks
+    within the filters' reach of it, which on small images would be nearly all of them.
+    """
+    n, c, h, w = inputs.shape
+    bh, bw = -(-h // grid), -(-w // grid)
+    x = F.pad(inputs, (0, bw * grid - w, 0, bh * grid - h))
+    tiles = x.reshape(n, c, grid, bh, grid, bw).permute(0, 2, 4, 1, 3, 5)
+    return tiles.reshape(n * grid * grid, c, bh, bw)
+
+
 def describe(inputs: torch.Tensor, last: torch.Tensor, grid: int, blank_norm: float) -> Blocks:
-    """Blocks of the last map; blankness judged on the input itself, where blank means no ink."""
+    """Blocks of the last map; blankness judged on the input itself, where blank means no ink.
+
+    `last` is either the last map of whole images (N, C', H', W') or, from block-wise inputs
+    (split_blocks), the last maps of all N*grid*grid blocks: then each block map is pooled on its own.
+    """
     blank = block_features(inputs, grid).norm(dim=-1) < blank_norm
-    return Blocks(block_features(last, grid).half(), blank)
+    if len(last) == len(inputs):
+        vectors = block_features(last, grid)
+    else:
+        vectors = block_features(last, 1).reshape(len(inputs), grid * grid, -1)
+    return Blocks(vectors.half(), blank)
 
 
 def blank_threshold(inputs: torch.Tensor, grid: int) -> float:
     return BLANK_FRACTION * float(block_features(inputs, grid).norm(dim=-1).mean())
 
 
-def n_kept(n_blocks: int, keep_fraction: float) -> int:
-    return max(1, math.ceil(keep_fraction * n_blocks))
+def n_kept(n_informative: torch.Tensor, keep_fraction: float) -> torch.Tensor:
+    """Blocks that count for each pair: ceil(keep_fraction x its informative blocks), at least 1.
+
+    The share is taken of the pair's own informative blocks (not blank in both), not of all grid
+    blocks: blocks blank in both are already out, and counting them would leave a pair with few
+    informative blocks untrimmed, however many of them an occluder spoiled.
+    """
+    kept = torch.ceil(keep_fraction * n_informative.double() - 1e-9).long()
+    return kept.clamp_min(1)
 
 
 def robust_distances(
-    queries: Blocks, data: Blocks, candidates: torch.Tensor, keep: int, device: torch.device
+    queries: Blocks, data: Blocks, candidates: torch.Tensor, keep_fraction: float, device: torch.device
 ) -> torch.Tensor:
-    """Mean of the `keep` smallest informative block distances between queries and candidates: (Q, C).
+    """Trimmed block distance between queries and candidates: (Q, C).
 
-    A pair with no informative block at all (both images blank everywhere) gets an infinite distance.
-    Queries go in chunks sized so that the gathered candidate blocks stay small, whatever N is.
+    For each pair, the m = ceil(keep_fraction x n) smallest block distances are averaged, n the pair's
+    informative blocks (not blank in both images). A pair with no informative block at all (both
+    images blank everywhere) gets an infinite distance. Queries go in chunks sized so that the
+    gathered candidate blocks stay small, whatever N is.
     """
     out = []
     batch_size = max(1, RERANK_ELEMENTS // candidates.shape[1] // data.vectors[0].numel())
@@ -101,18 +133,19 @@ def robust_distances(
         cand = candidates[start:stop]
         q = queries.vectors[start:stop].to(device).float()
         block = (data.vectors[cand].to(device).float() - q[:, None]).pow_(2).sum(dim=-1)  # b, C, G
-        both_blank = (queries.blank[start:stop, None, :] & data.blank[cand]).to(device)
-        block = block.masked_fill_(both_blank, float("inf"))
-        smallest = block.topk(keep, dim=-1, largest=False).values
-        counted = torch.isfinite(smallest)
-        total = torch.where(counted, smallest, torch.zeros_like(smallest)).sum(dim=-1)
-        n = counted.sum(dim=-1)
-        out.append(torch.where(n > 0, total / n.clamp_min(1), torch.full_like(total, float("inf"))).cpu())
+        informative = ~(queries.blank[start:stop, None, :] & data.blank[cand]).to(device)
+        n_informative = informative.sum(dim=-1)
+        ordered = block.masked_fill_(~informative, float("inf")).sort(dim=-1).values  # informative first
+        running = torch.where(torch.isfinite(ordered), ordered, torch.zeros_like(ordered)).cumsum(dim=-1)
+        kept = n_kept(n_informative, keep_fraction)
+        total = running.gather(-1, (kept - 1)[..., None]).squeeze(-1)
+        mean = total / kept.to(total.dtype)
+        out.append(torch.where(n_informative > 0, mean, torch.full_like(mean, float("inf"))).cpu())
     return torch.cat(out)
 
 
 def robust_neighbors(
-    queries: Blocks, data: Blocks, projection: Projection, n_neighbors: int, n_candidates: int, keep: int,
+    queries: Blocks, data: Blocks, projection: Projection, n_neighbors: int, n_candidates: int, keep_fraction: float,
     device: torch.device, backend: Backend, exclude_self: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The `n_neighbors` robust-nearest rows of `data` for each query: (distances, indices), nearest first.
@@ -123,7 +156,7 @@ def robust_neighbors(
     n_candidates = min(max(n_candidates, n_neighbors) + extra, len(data))
     _, idx = knn_query(projection(data), projection(queries), n_candidates, backend)
     idx = torch.from_numpy(idx)
-    dist = robust_distances(queries, data, idx, keep, device)
+    dist = robust_distances(queries, data, idx, keep_fraction, device)
     if exclude_self:
         dist = dist.masked_fill(idx == torch.arange(len(queries))[:, None], float("inf"))
     n_neighbors = min(n_neighbors, n_candidates - extra)

@@ -47,7 +47,9 @@ def spectral_filters(
 
     The eigenvectors are those of the generalized problem W y = lambda D y (D^-1/2 times the
     eigenvectors of L_sym), whose trivial solution is the constant vector, dropped here. The ridge
-    penalty is relative to the mean patch energy, so it does not depend on the intensity scale.
+    penalty is alpha = ridge x tr(P^T P) / D: `ridge` times the mean diagonal entry of the Gram matrix
+    (the patch energy per dimension, summed over the n patches), so it scales with the data and does
+    not depend on the intensity scale.
     Each filter is scaled to unit response variance on the unit's patches: eigenvectors have no
     natural scale, and equal scales keep one unit from dominating the next layer's distances.
     """
