@@ -20,7 +20,14 @@ from clusterkit.losses import (
     probability_bce,
 )
 from clusterkit.methods.base import ClusterMethod
-from clusterkit.methods.gatcluster import GATCluster, GATClusterConfig, GATClusterNet, relation_labels
+from clusterkit.methods.gatcluster import (
+    ClippedAdam,
+    GATCluster,
+    GATClusterConfig,
+    GATClusterNet,
+    big_batch_indices,
+    relation_labels,
+)
 from clusterkit.metrics import cluster_acc
 from clusterkit.nn.attention import GaussianAttention, gaussian_mask, grid_coordinates
 from clusterkit.nn.vgg import VGGBackbone
@@ -67,6 +74,16 @@ def test_attention_module_shapes_and_ranges():
     assert ((mask > 0) & (mask <= 1)).all()
     expected = (features * mask[:, None]).sum(dim=(2, 3))
     assert torch.allclose(attended, expected, atol=1e-5)
+
+
+def test_attention_sum_rescaled_to_reference_cells():
+    torch.manual_seed(0)
+    plain = GaussianAttention(channels=4, map_size=(12, 12), hidden=3)
+    scaled = GaussianAttention(channels=4, map_size=(12, 12), hidden=3, cells=36)
+    scaled.load_state_dict(plain.state_dict())
+    features = torch.randn(2, 4, 12, 12)
+    plain.eval(), scaled.eval()
+    assert torch.allclose(scaled(features)[0], plain(features)[0] * 36 / 144, atol=1e-6)
 
 
 def test_network_maps_and_distributions():
@@ -134,6 +151,23 @@ def test_relation_labels_fall_back_when_a_cluster_is_nearly_empty():
     assert labels is not None and sorted(np.bincount(labels)) == [20, 20, 20]
     lopsided = np.concatenate([balanced[:58], balanced[40:41] + 5])  # a cluster of 1 < 0.1 * 59 / 3
     assert relation_labels(lopsided, k=3, restarts=2, min_ratio=0.1, seed=0) is None
+
+
+def test_big_batches_partition_each_pass_over_the_data():
+    first_pass = [big_batch_indices(1797, 1000, epoch, seed=3) for epoch in range(2)]
+    assert [len(b) for b in first_pass] == [899, 898]  # near-equal parts of at most B, no tiny remainder
+    assert torch.equal(torch.cat(first_pass).sort().values, torch.arange(1797))
+    assert not torch.equal(big_batch_indices(1797, 1000, 2, seed=3), first_pass[0])  # a new permutation
+    assert torch.equal(big_batch_indices(1797, 1000, 1, seed=3), first_pass[1])  # a function of the epoch
+    assert len(big_batch_indices(50, 1000, 7, seed=3)) == 50
+
+
+def test_clipped_adam_clips_each_gradient_element():
+    weight = torch.nn.Parameter(torch.zeros(3))
+    optimizer = ClippedAdam([weight], lr=0.1, clip=10.0)
+    weight.grad = torch.tensor([100.0, -0.5, -30.0])
+    optimizer.step()
+    assert torch.equal(weight.grad, torch.tensor([10.0, -0.5, -10.0]))
 
 
 # --- augmentation -------------------------------------------------------------------------------------

@@ -8,7 +8,10 @@ normalized coordinates c_ij in [0, 1]^2 is
 
 so it is 1 at the centre and its width follows sigma; lam (0.05 in the official code) scales the
 widest mask to about half the image. The attended feature is sum_ij A_ij * F[:, i, j]: a descriptor
-of the region the network looks at, unlike the global average that sees background as well.
+of the region the network looks at, unlike the global average that sees background as well. With
+`cells` set, the sum is rescaled by cells / (H * W), i.e. expressed on a grid of `cells` cells
+whatever the map's size: since the mask lives on normalized coordinates, a plain sum grows with the
+map's area (a 12x12 map sums 4x what the official 6x6 map does for the same region).
 """
 
 from __future__ import annotations
@@ -42,9 +45,12 @@ class GaussianAttention(nn.Module):
     (BatchNorm + ReLU) flattened over the whole map and a linear layer with a sigmoid.
     """
 
-    def __init__(self, channels: int, map_size: tuple[int, int], hidden: int, lam: float = 0.05) -> None:
+    def __init__(
+        self, channels: int, map_size: tuple[int, int], hidden: int, lam: float = 0.05, cells: int | None = None
+    ) -> None:
         super().__init__()
         height, width = map_size
+        self.scale = 1.0 if cells is None else cells / (height * width)
         self.reduce = nn.Sequential(*conv_bn_relu(channels, hidden, 1))
         self.theta = nn.Sequential(nn.Flatten(), nn.Linear(hidden * height * width, 3), nn.Sigmoid())
         self.lam = lam
@@ -56,4 +62,6 @@ class GaussianAttention(nn.Module):
         theta = self.theta(self.reduce(features))
         mask = gaussian_mask(theta, self.coords, self.lam).to(values.dtype)
         attended = torch.einsum("ncp,np->nc", values.flatten(2), mask)
+        if self.scale != 1.0:
+            attended = attended * self.scale
         return attended, mask.view(-1, *values.shape[2:]), theta
