@@ -172,13 +172,21 @@ class SANet(ClusterMethod):
         return layers
 
     def _describe(self, pixels: np.ndarray, device: torch.device) -> Blocks:
-        """Block descriptors of all images, batch by batch: only (N, G, D) blocks are ever kept."""
-        parts = []
+        """Block descriptors of all images, batch by batch, written into one preallocated (N, G, D) table
+        (collecting the batches and concatenating them would hold the table twice)."""
+        vectors = blank = None
+        start = 0
         with torch.inference_mode():
             for x in batches(pixels, self.config.batch_size, device):
                 inputs = split_blocks(x, self.config.grid) if self.config.local_blocks else x
-                parts.append(describe(x.cpu(), forward(inputs, self.layers_).cpu(), self.config.grid, self.blank_norm_))
-        return Blocks(torch.cat([p.vectors for p in parts]), torch.cat([p.blank for p in parts]))
+                part = describe(x.cpu(), forward(inputs, self.layers_).cpu(), self.config.grid, self.blank_norm_)
+                if vectors is None:
+                    vectors = torch.empty((len(pixels), *part.vectors.shape[1:]), dtype=part.vectors.dtype)
+                    blank = torch.empty((len(pixels), *part.blank.shape[1:]), dtype=torch.bool)
+                vectors[start : start + len(x)] = part.vectors
+                blank[start : start + len(x)] = part.blank
+                start += len(x)
+        return Blocks(vectors, blank)
 
     # --- prediction -----------------------------------------------------------------------
     @property

@@ -69,7 +69,13 @@ class Projection:
         return cls(mean, vt[:dims].T.contiguous())
 
     def __call__(self, blocks: Blocks) -> np.ndarray:
-        return ((blocks.flat() - self.mean) @ self.axes).numpy()
+        """Coordinates (N, d), in chunks: the float copy of the whole table would double its memory."""
+        rows = max(1, RERANK_ELEMENTS // max(1, blocks.vectors[0].numel()))
+        parts = [
+            (blocks.vectors[start : start + rows].reshape(-1, self.mean.numel()).float() - self.mean) @ self.axes
+            for start in range(0, len(blocks), rows)
+        ]
+        return torch.cat(parts).numpy() if parts else np.zeros((0, self.axes.shape[1]), dtype=np.float32)
 
 
 def split_blocks(inputs: torch.Tensor, grid: int) -> torch.Tensor:
