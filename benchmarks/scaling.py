@@ -5,6 +5,8 @@
 Each size runs in a fresh process (`--one N`), so that its peak resident memory (getrusage maxrss) is
 its own; the process's memory after loading the data, torch, scipy and scikit-learn, before the fit, is reported as well,
 so that the fit's own growth can be read apart from the fixed cost of the interpreter and libraries.
+Wall time and process CPU time (all threads) are both reported: on a machine shared with other jobs
+wall time varies severalfold between runs, CPU time much less.
 The data: scikit-learn's 1,797 digits, then new images, each a blend of two digits of the same class
 (weights w, 1 - w, w uniform in [0.25, 0.75]) with seeded pixel noise (uniform, up to +-24 of 255),
 labels kept. Not noisy copies of single digits: at 50k that is ~27 copies per original, more than
@@ -70,11 +72,11 @@ def run_one(n: int, seed: int) -> dict:
     images = augmented_digits(n, seed)
     before = peak_rss_mb()
     model = get_method("sanet", k=10, seed=seed, device="cpu")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.fit(images)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     scores = evaluate(images.labels, model.training_labels_)
-    return {"n": n, "seconds": round(seconds, 2), "peak_mb": round(peak_rss_mb(), 1), "base_mb": round(before, 1),
+    return {"n": n, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "peak_mb": round(peak_rss_mb(), 1), "base_mb": round(before, 1),
             "graph_nnz": model.graph_nnz_, "graph_components": model.fit_info()["graph_components"], "acc": round(scores["acc"], 4), "nmi": round(scores["nmi"], 4)}
 
 
@@ -95,14 +97,15 @@ def main() -> None:
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row["fit_mb"] = round(row["peak_mb"] - row["base_mb"], 1)
         rows.append(row)
-        print(f"n={n}: {row['seconds']} s, peak {row['peak_mb']} MB (fit {row['fit_mb']} MB)", flush=True)
+        print(f"n={n}: {row['seconds']} s ({row['cpu_seconds']} s CPU), peak {row['peak_mb']} MB (fit {row['fit_mb']} MB)", flush=True)
     first = rows[0]
     for row in rows:
         row["time_ratio"] = row["seconds"] / first["seconds"]
+        row["cpu_ratio"] = row["cpu_seconds"] / first["cpu_seconds"]
         row["fit_mb_ratio"] = row["fit_mb"] / max(first["fit_mb"], 1e-9)
         row["n_ratio"] = row["n"] / first["n"]
     print()
-    print_table(rows, ["n", "n_ratio", "seconds", "time_ratio", "peak_mb", "fit_mb", "fit_mb_ratio", "graph_nnz", "graph_components", "acc"])
+    print_table(rows, ["n", "n_ratio", "seconds", "time_ratio", "cpu_seconds", "cpu_ratio", "peak_mb", "fit_mb", "fit_mb_ratio", "graph_nnz", "graph_components", "acc"])
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                "load_average": os.getloadavg()}
     write_json(args.out, {"machine": machine, "rows": rows})
