@@ -167,6 +167,37 @@ def test_local_blocks_depend_on_their_own_pixels_only():
     assert ((whole[0] - whole[1]).abs().sum(dim=-1)[0] > 0).sum() > 1
 
 
+def test_blank_threshold_and_pca_sample_is_random_not_the_first_images(digits):
+    # Folders are read sorted by path: the first images may all be alike. Here the first 100 are
+    # faint (1/8 intensity); a threshold from the first `subset_size` images would be ~1/8 of the
+    # set's, one from a seeded random sample is close to the whole set's.
+    from clusterkit.data.images import ImageSet
+    from clusterkit.sanet.blocks import blank_threshold
+
+    pixels = digits.pixels[:400].copy()
+    pixels[:100] //= 8
+    images = ImageSet(paths=[f"{i:03d}.png" for i in range(400)], pixels=pixels, labels=digits.labels[:400])
+    model = get_method_class("sanet")(k=10, seed=0, device="cpu", subset_size=100, patches_per_unit=1500, units=1)
+    model.fit(images)
+    whole = blank_threshold(torch.from_numpy(pixels).float() / 255.0, model.config.grid)
+    assert 0.7 * whole < model.blank_norm_ < 1.3 * whole
+
+
+def test_projection_in_chunks_equals_one_pass(fitted, monkeypatch):
+    import clusterkit.sanet.blocks as blocks_module
+
+    blocks = Blocks(fitted.train_blocks_.vectors[:300], fitted.train_blocks_.blank[:300])
+    one_pass = ((blocks.flat() - fitted.projection_.mean) @ fitted.projection_.axes).numpy()
+    monkeypatch.setattr(blocks_module, "RERANK_ELEMENTS", blocks.vectors[0].numel() * 7)  # 7 rows a chunk
+    assert np.allclose(fitted.projection_(blocks), one_pass, atol=1e-5)
+
+
+def test_graph_components_are_reported_and_saved(fitted, tmp_path):
+    assert 1 <= fitted.fit_info()["graph_components"] <= 10
+    fitted.save(tmp_path / "model.ckpt")
+    assert ClusterMethod.load(tmp_path / "model.ckpt").fit_info()["graph_components"] == fitted.graph_components_
+
+
 def test_bad_options_are_input_errors():
     with pytest.raises(InputError):
         get_method_class("sanet")(k=10, patch_size=4)
