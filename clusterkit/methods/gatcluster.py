@@ -41,7 +41,7 @@ class GATClusterConfig(MethodConfig):
     """Defaults from the official code's STL-10 config unless docs/methods.md says otherwise: epochs,
     repeats and width are ours, sized for a CPU budget of minutes (the official run is 6,000 outer
     iterations of 8 passes on a GPU). What drives learning is how often the targets are refreshed,
-    so the compute goes to more outer iterations (2 passes each, not 8) of a half-width network.
+    so the compute goes to more outer iterations (1 pass each, not 8) of a half-width network.
 
     epochs: outer iterations (one big batch: step 1 targets, then step 2 sub-batch passes).
     big_batch: B, images per outer iteration. batch_size: images per optimizer step in step 2.
@@ -50,10 +50,10 @@ class GATClusterConfig(MethodConfig):
     code does for every data set. Augmentation ranges follow torchvision's conventions.
     """
 
-    epochs: int = 60
+    epochs: int = 150
     big_batch: int = 1000
     batch_size: int = 32
-    repeats: int = 2
+    repeats: int = 1
     lr: float = 1e-3
     grad_clip: float = 10.0
     width: int = 32
