@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -46,6 +47,17 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return "" if value is None else str(value)
+
+
+def machine_info() -> dict[str, Any]:
+    """What a reader needs to compare timings: cores, platform, versions and the load while measuring."""
+    import platform
+
+    import torch
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "load_average": os.getloadavg()}
 
 
 def write_json(path: str | Path, payload: Any) -> None:

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb, print_table, write_json
+from _common import machine_info, peak_rss_mb, print_table, write_json
 
 
 def run_one(spec: dict) -> dict:
@@ -99,9 +97,7 @@ def main() -> None:
     print()
     print_table(rows, ["image", "n", "big_batch", "batch_size", "width", "seconds", "peak_mb", "base_mb", "fit_mb",
                        "cuda_peak_mb", "probs_shape", "probs_row_sum"])
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-               "load_average": os.getloadavg()}
-    write_json(args.out, {"machine": machine, "rows": rows})
+    write_json(args.out, {"machine": machine_info(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -10,11 +10,9 @@ as JSON.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 
-from _common import print_table, timed_fit, write_json
+from _common import machine_info, print_table, timed_fit, write_json
 
 DATASETS = ("digits", "digits-occluded")
 
@@ -56,8 +54,7 @@ def main() -> None:
         table.append(row)
     print()
     print_table(table, ["method", "acc_clean", "acc_occluded", "acc_drop", "nmi_clean", "nmi_occluded", "nmi_drop"])
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    write_json(args.out, {"machine": machine, "seeds": seeds, "summary": table, "runs": runs})
+    write_json(args.out, {"machine": machine_info(), "seeds": seeds, "summary": table, "runs": runs})
 
 
 if __name__ == "__main__":

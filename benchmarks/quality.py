@@ -8,11 +8,9 @@ Prints one row per method and data set (mean and spread over seeds) and writes a
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 
-from _common import print_table, timed_fit, write_json
+from _common import machine_info, print_table, timed_fit, write_json
 
 
 def main() -> None:
@@ -46,8 +44,7 @@ def main() -> None:
             print(f"{dataset} {method}: acc {row['acc']:.3f} ± {row['acc_sd']:.3f}", flush=True)
     print()
     print_table(summary, ["dataset", "method", "acc", "acc_sd", "nmi", "ari", "seconds"])
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    write_json(args.out, {"machine": machine, "seeds": seeds, "summary": summary, "runs": runs})
+    write_json(args.out, {"machine": machine_info(), "seeds": seeds, "summary": summary, "runs": runs})
 
 
 if __name__ == "__main__":

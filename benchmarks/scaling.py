@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import peak_rss_mb, print_table, write_json
+from _common import machine_info, peak_rss_mb, print_table, write_json
 
 
 NOISE = 24  # intensity levels of 255
@@ -106,9 +104,7 @@ def main() -> None:
         row["n_ratio"] = row["n"] / first["n"]
     print()
     print_table(rows, ["n", "n_ratio", "seconds", "time_ratio", "cpu_seconds", "cpu_ratio", "peak_mb", "fit_mb", "fit_mb_ratio", "graph_nnz", "graph_components", "acc"])
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-               "load_average": os.getloadavg()}
-    write_json(args.out, {"machine": machine, "rows": rows})
+    write_json(args.out, {"machine": machine_info(), "rows": rows})
 
 
 if __name__ == "__main__":
