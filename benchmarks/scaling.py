@@ -26,7 +26,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from _common import machine_info, peak_rss_mb, print_table, write_json
 
