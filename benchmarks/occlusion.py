@@ -10,16 +10,14 @@ as JSON.
 from __future__ import annotations
 
 import argparse
-import statistics
 
-from _common import machine_info, print_table, timed_fit, write_json
+from _common import machine_info, mean_sd, print_table, timed_fit, write_json
 
 DATASETS = ("digits", "digits-occluded")
 
 
 def summarize(runs: list[dict], method: str, dataset: str, key: str) -> tuple[float, float]:
-    values = [r[key] for r in runs if r["method"] == method and r["dataset"] == dataset]
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean_sd([r[key] for r in runs if r["method"] == method and r["dataset"] == dataset])
 
 
 def main() -> None:

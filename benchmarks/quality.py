@@ -8,9 +8,8 @@ Prints one row per method and data set (mean and spread over seeds) and writes a
 from __future__ import annotations
 
 import argparse
-import statistics
 
-from _common import machine_info, print_table, timed_fit, write_json
+from _common import machine_info, mean_sd, print_table, timed_fit, write_json
 
 
 def main() -> None:
@@ -37,9 +36,7 @@ def main() -> None:
             runs.extend(results)
             row = {"dataset": dataset, "method": method}
             for key in ("acc", "nmi", "ari", "seconds"):
-                values = [r[key] for r in results]
-                row[key] = statistics.mean(values)
-                row[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+                row[key], row[f"{key}_sd"] = mean_sd([r[key] for r in results])
             summary.append(row)
             print(f"{dataset} {method}: acc {row['acc']:.3f} ± {row['acc_sd']:.3f}", flush=True)
     print()
