@@ -113,13 +113,17 @@ def run_fit(request: FitRequest) -> FitResult:
     model.check_k(len(images))
     run_dir = request.out or default_run_dir(method)
     primary = is_main_process()  # under torchrun only rank 0 writes files
+    settings = {"method": method, "k": k, "seed": seed, **config_to_dict(cfg)}
     if primary:
         prepare_run_dir(run_dir, resume=request.resume, force=request.force)
-        write_config(run_dir, {"method": method, "k": k, "seed": seed, **config_to_dict(cfg)})
+        if not request.resume:
+            write_config(run_dir, settings)
     console.info(f"fitting {method} (k={k}) on {len(images)} images of {images.channels}x{images.size[0]}x{images.size[1]}")
     start = time.perf_counter()
     model.fit(images, FitContext(run_dir=run_dir if primary else None, resume=request.resume))
     seconds = time.perf_counter() - start
+    if primary and request.resume:  # only once the checkpoint has accepted these settings
+        write_config(run_dir, settings)
     proba = model.predict_proba(images)
     fixed = model.training_labels_
     clusters = proba.argmax(axis=1) if fixed is None else np.asarray(fixed)

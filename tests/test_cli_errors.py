@@ -139,6 +139,17 @@ def test_resume_needs_a_previous_run(cli, tmp_path):
     assert_one_line_error(result, "not a previous run")
 
 
+def test_refused_resume_leaves_the_run_config_alone(cli, tmp_path):
+    out = tmp_path / "run"
+    fast = ["--set", "pretrain_epochs=1", "--set", "init_epochs=1", "--set", "epochs=1", "--set", "init=kmeans",
+            "--set", "feature_maps=4", "--set", "kmeans_n_init=1"]
+    assert cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--out", out, "--quiet", *fast).code == 0
+    config = (out / "config.yaml").read_text()
+    assert_one_line_error(cli("fit", "builtin:digits", "--method", "depict", "--k", "5", "--out", out, "--resume", *fast),
+                          "settings differ")
+    assert (out / "config.yaml").read_text() == config
+
+
 def test_no_temporary_files_left(cli, tmp_path):
     out = tmp_path / "run"
     assert cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--out", out, "--quiet").code == 0

@@ -158,6 +158,10 @@ def test_resume_refuses_other_settings_and_missing_state(digits, tmp_path):
     trainer = Trainer(digits, seed=3, device="cpu", context=FitContext(tmp_path, True), fingerprint={"method": "other"})
     with pytest.raises(InputError, match="settings differ"):
         trainer.fit(_Toy(), [])
+    other_images = digits.subset(np.arange(len(digits))[::-1])  # same count and shape, other order
+    trainer = Trainer(other_images, seed=3, device="cpu", context=FitContext(tmp_path, True), fingerprint={"method": "toy"})
+    with pytest.raises(InputError, match="image_digest"):
+        trainer.fit(_Toy(), [])
 
 
 _DISTRIBUTED_SCRIPT = textwrap.dedent(

@@ -8,6 +8,7 @@ Build the model after creating the Trainer: the trainer seeds the random generat
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -69,7 +70,9 @@ class Trainer:
         self.resume = context.resume
         if self.resume and self.run_dir is None and self.env.is_main:
             raise ValueError("resuming needs a run folder")
-        self.fingerprint = {**(fingerprint or {}), "n_images": len(images)}
+        # A resume must continue on the same images: row-indexed state (targets, clusters) depends on it.
+        digest = hashlib.blake2b(np.ascontiguousarray(images.pixels).data, digest_size=16).hexdigest()
+        self.fingerprint = {**(fingerprint or {}), "n_images": len(images), "image_digest": digest}
         self.extra_state = extra_state
         self.data = ImageCache(images.pixels, self.device)
         self.labels = images.labels

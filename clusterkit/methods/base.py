@@ -55,6 +55,15 @@ class ClusterMethod(ABC):
     def predict_proba(self, images: ImageSet) -> np.ndarray:
         """(N, k) soft assignments; rows sum to one."""
 
+    def check_shape(self, images: ImageSet) -> None:
+        """Models that map pixels (filters, convnets) need images shaped as in training; `assign`
+        loads them so, this guards calls from Python."""
+        shape = (images.channels, *images.size)
+        if shape != tuple(self.image_shape_):
+            raise InputError(
+                "images are {}x{}x{}, the model was fitted on {}x{}x{}".format(*shape, *self.image_shape_)
+            )
+
     def predict(self, images: ImageSet) -> np.ndarray:
         return self.predict_proba(images).argmax(axis=1)
 

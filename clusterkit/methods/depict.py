@@ -249,6 +249,7 @@ class Depict(ClusterMethod):
 
     # --- inference & persistence ------------------------------------------------------------------
     def predict_proba(self, images: ImageSet) -> np.ndarray:
+        self.check_shape(images)
         device = getattr(self, "device_", None) or resolve_device(self.device)
         net = self.net_.to(device)
         out = []

@@ -294,6 +294,7 @@ class GATCluster(ClusterMethod):
                          "config": {key: v for key, v in config_to_dict(cfg).items() if key != "epochs"}},
             mixed_precision=cfg.mixed_precision,
         )
+        self.device_ = str(trainer.device)
         self.net_ = self._build()  # after the Trainer: it seeds the generators that initialise weights
         schedule = TwoStepSchedule(self.net_, trainer, cfg, int(self.k_))
         everything = torch.arange(len(images))
@@ -312,11 +313,7 @@ class GATCluster(ClusterMethod):
     @torch.no_grad()
     def predict_proba(self, images: ImageSet, batch_size: int = 256) -> np.ndarray:
         """p_ori, the global branch's label distribution (no k-means afterwards)."""
-        if (images.channels, *images.size) != tuple(self.image_shape_):
-            raise InputError(
-                f"images are {images.channels}x{images.size[0]}x{images.size[1]}, the model was trained on "
-                f"{self.image_shape_[0]}x{self.image_shape_[1]}x{self.image_shape_[2]}"
-            )
+        self.check_shape(images)
         device = resolve_device(self.device)
         net = self.net_.to(device).eval()
         out = []

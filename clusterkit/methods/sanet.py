@@ -101,6 +101,7 @@ class SANet(ClusterMethod):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         device = resolve_device(self.device)
+        self.device_ = str(device)
         self.layers_ = self._fit_layers(images.pixels, device)
         console.info(f"sanet: describing {len(images)} images through {len(self.layers_)} layer(s)")
         # A seeded random sample, not the first images: folders are read sorted by path, and
@@ -197,8 +198,7 @@ class SANet(ClusterMethod):
         """Out-of-sample extension: new images through the fitted filters, then a vote of their
         robust-nearest training images (the same trimmed block distance as the training graph)."""
         cfg = self.config
-        if (images.channels, *images.size) != tuple(self.image_shape_):
-            raise InputError(f"images are {(images.channels, *images.size)}, the model was fitted on {tuple(self.image_shape_)}")
+        self.check_shape(images)
         device = resolve_device(self.device)
         dist, idx = robust_neighbors(
             self._describe(images.pixels, device), self.train_blocks_, self.projection_, cfg.vote_neighbors, cfg.candidates,
