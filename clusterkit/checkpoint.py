@@ -69,14 +69,13 @@ def load_model(path: str | Path, device: str = "auto", batch_size: int | None = 
 
     payload = read_checkpoint(path)
     cls = get_method_class(payload["method"])
-    config = dict(payload["config"])
-    if batch_size is not None and "batch_size" in config:
-        config["batch_size"] = batch_size
     try:
-        model = cls(k=payload["k"], seed=payload.get("seed", 0), device=device, **config)
+        model = cls(k=payload["k"], seed=payload.get("seed", 0), device=device, **payload["config"])
     except InputError as exc:
         raise InputError(f"checkpoint {path} does not fit this clusterkit's {payload['method']}: {exc}") from None
     model.k_ = payload["k"]
+    if batch_size is not None:
+        model.predict_batch_size = batch_size
     pre = payload["preprocess"]
     model.image_shape_ = (pre["channels"], *pre["size"])
     model.load_state_dict(payload["state"])

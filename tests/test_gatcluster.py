@@ -11,6 +11,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from clusterkit.augment import AugmentPolicy, BatchAugment, inverse_affine, shift_hue, warp
+from clusterkit.checkpoint import load_model
 from clusterkit.data.loading import load_images
 from clusterkit.losses import (
     expected_agreement_loss,
@@ -206,6 +207,10 @@ def test_save_load_round_trip(tmp_path, digits, fitted):
     loaded = ClusterMethod.load(path)
     assert isinstance(loaded, GATCluster)
     assert np.allclose(loaded.predict_proba(digits), fitted.predict_proba(digits), atol=1e-6)
+    # `assign --batch-size` changes only how many images go through at once, even above big_batch.
+    larger = load_model(path, device="cpu", batch_size=4000)
+    assert larger.predict_batch_size == 4000
+    assert np.allclose(larger.predict_proba(digits), fitted.predict_proba(digits), atol=1e-5)
 
 
 def test_same_seed_same_model(digits, fitted):

@@ -33,6 +33,7 @@ class ClusterMethod(ABC):
     trainable: ClassVar[bool] = False
     supports_auto_k: ClassVar[bool] = False
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    predict_batch_size: int = 256  # images per forward pass when predicting (`assign --batch-size`)
 
     def __init__(self, k: int | str | None = 10, seed: int = 0, device: str = "auto", **options: Any) -> None:
         self.k = k

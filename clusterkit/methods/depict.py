@@ -254,8 +254,9 @@ class Depict(ClusterMethod):
         net = self.net_.to(device)
         out = []
         with torch.no_grad():
-            for start in range(0, len(images), 512):
-                x = torch.from_numpy(images.pixels[start : start + 512]).to(device).float() / 255.0
+            step = self.predict_batch_size
+            for start in range(0, len(images), step):
+                x = torch.from_numpy(images.pixels[start : start + step]).to(device).float() / 255.0
                 out.append(net.clean_probs(_scaled(x)).double().cpu())
         probs = torch.cat(out).numpy()
         return probs / probs.sum(axis=1, keepdims=True)

@@ -311,14 +311,15 @@ class GATCluster(ClusterMethod):
         self.net_.cpu().eval()
 
     @torch.no_grad()
-    def predict_proba(self, images: ImageSet, batch_size: int = 256) -> np.ndarray:
+    def predict_proba(self, images: ImageSet) -> np.ndarray:
         """p_ori, the global branch's label distribution (no k-means afterwards)."""
         self.check_shape(images)
         device = resolve_device(self.device)
         net = self.net_.to(device).eval()
         out = []
-        for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(images.pixels[start : start + batch_size]).to(device).float().div_(255.0)
+        step = self.predict_batch_size
+        for start in range(0, len(images), step):
+            x = torch.from_numpy(images.pixels[start : start + step]).to(device).float().div_(255.0)
             out.append(net(to_network_input(x, self.config.grayscale), attention=False)[0].float().cpu())
         self.net_.cpu()
         return torch.cat(out).numpy().astype(np.float64)

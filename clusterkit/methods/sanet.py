@@ -110,7 +110,7 @@ class SANet(ClusterMethod):
         chosen = torch.randperm(len(images), generator=generator)[: cfg.subset_size].sort().values
         sample = torch.from_numpy(images.pixels[chosen.numpy()]).float() / 255.0
         self.blank_norm_ = blank_threshold(sample, cfg.grid)
-        self.train_blocks_ = self._describe(images.pixels, device)
+        self.train_blocks_ = self._describe(images.pixels, device, cfg.batch_size)
         sample = Blocks(self.train_blocks_.vectors[chosen], self.train_blocks_.blank[chosen])
         self.projection_ = Projection.fit(sample, cfg.candidate_dims)
         dist, idx = robust_neighbors(
@@ -172,13 +172,13 @@ class SANet(ClusterMethod):
             )
         return layers
 
-    def _describe(self, pixels: np.ndarray, device: torch.device) -> Blocks:
+    def _describe(self, pixels: np.ndarray, device: torch.device, batch_size: int) -> Blocks:
         """Block descriptors of all images, batch by batch, written into one preallocated (N, G, D) table
         (collecting the batches and concatenating them would hold the table twice)."""
         vectors = blank = None
         start = 0
         with torch.inference_mode():
-            for x in batches(pixels, self.config.batch_size, device):
+            for x in batches(pixels, batch_size, device):
                 inputs = split_blocks(x, self.config.grid) if self.config.local_blocks else x
                 part = describe(x.cpu(), forward(inputs, self.layers_).cpu(), self.config.grid, self.blank_norm_)
                 if vectors is None:
@@ -201,7 +201,7 @@ class SANet(ClusterMethod):
         self.check_shape(images)
         device = resolve_device(self.device)
         dist, idx = robust_neighbors(
-            self._describe(images.pixels, device), self.train_blocks_, self.projection_, cfg.vote_neighbors, cfg.candidates,
+            self._describe(images.pixels, device, self.predict_batch_size), self.train_blocks_, self.projection_, cfg.vote_neighbors, cfg.candidates,
             cfg.keep_fraction, device, cfg.knn_backend, exclude_self=False,
         )
         return neighbor_vote(dist, idx, self.train_labels_.numpy(), int(self.k_))
