@@ -20,6 +20,13 @@ from .distributed import DistEnv, shard
 _GPU_CACHE_SHARE = 0.25
 
 
+def float_batches(pixels: np.ndarray, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """uint8 (N, C, H, W) -> float [0, 1] batches on `device`, in order, for inference: the full float
+    set never sits in memory."""
+    for start in range(0, len(pixels), batch_size):
+        yield torch.from_numpy(pixels[start : start + batch_size]).to(device).float().div_(255.0)
+
+
 @dataclass
 class Batch:
     """Images in [0, 1] as float32 (B, C, H, W) on the training device, and their dataset rows."""

@@ -24,6 +24,7 @@ from torch import nn
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..engine import Batch, EpochContext, Phase, Trainer, resolve_device
+from ..engine.data import float_batches
 from ..errors import InputError
 from ..losses import layerwise_reconstruction, prior_targets, soft_cross_entropy
 from ..nn.autoencoder import ConvAutoencoder
@@ -254,9 +255,7 @@ class Depict(ClusterMethod):
         net = self.net_.to(device)
         out = []
         with torch.no_grad():
-            step = self.predict_batch_size
-            for start in range(0, len(images), step):
-                x = torch.from_numpy(images.pixels[start : start + step]).to(device).float() / 255.0
+            for x in float_batches(images.pixels, self.predict_batch_size, device):
                 out.append(net.clean_probs(_scaled(x)).double().cpu())
         probs = torch.cat(out).numpy()
         return probs / probs.sum(axis=1, keepdims=True)

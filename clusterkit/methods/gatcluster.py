@@ -20,6 +20,7 @@ from ..augment import AugmentPolicy, BatchAugment
 from ..config import MethodConfig, config_to_dict
 from ..data.images import ImageSet
 from ..engine import EpochContext, Phase, Trainer, all_gather_with_grad, resolve_device
+from ..engine.data import float_batches
 from ..engine.distributed import shard
 from ..engine.seeding import derived_seed
 from ..errors import InputError
@@ -317,9 +318,7 @@ class GATCluster(ClusterMethod):
         device = resolve_device(self.device)
         net = self.net_.to(device).eval()
         out = []
-        step = self.predict_batch_size
-        for start in range(0, len(images), step):
-            x = torch.from_numpy(images.pixels[start : start + step]).to(device).float().div_(255.0)
+        for x in float_batches(images.pixels, self.predict_batch_size, device):
             out.append(net(to_network_input(x, self.config.grayscale), attention=False)[0].float().cpu())
         self.net_.cpu()
         return torch.cat(out).numpy().astype(np.float64)

@@ -18,10 +18,11 @@ import torch
 from .. import console
 from ..config import MethodConfig
 from ..data.images import ImageSet
+from ..engine.data import float_batches
 from ..engine.device import resolve_device
 from ..errors import InputError
 from ..sanet.blocks import CELL, Blocks, Projection, blank_threshold, describe, robust_neighbors, split_blocks
-from ..sanet.network import SpectralLayer, batches, forward, map_images
+from ..sanet.network import SpectralLayer, forward, map_images
 from ..sanet.units import sample_patches, spectral_filters
 from ..spectral import affinity_from_neighbors, eigengap_k, embed_for_clustering, neighbor_vote, spectral_embedding
 from .base import ClusterMethod, FitContext
@@ -178,7 +179,7 @@ class SANet(ClusterMethod):
         vectors = blank = None
         start = 0
         with torch.inference_mode():
-            for x in batches(pixels, batch_size, device):
+            for x in float_batches(pixels, batch_size, device):
                 inputs = split_blocks(x, self.config.grid) if self.config.local_blocks else x
                 part = describe(x.cpu(), forward(inputs, self.layers_).cpu(), self.config.grid, self.blank_norm_)
                 if vectors is None:

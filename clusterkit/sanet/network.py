@@ -6,12 +6,13 @@ the units of consecutive layers interact (each later unit sees what every earlie
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..engine.data import float_batches
 
 
 @dataclass
@@ -38,15 +39,9 @@ def forward(x: torch.Tensor, layers: list[SpectralLayer]) -> torch.Tensor:
     return x
 
 
-def batches(pixels: np.ndarray, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """uint8 (N, C, H, W) -> float [0, 1] batches on `device`: the full float set never sits in memory."""
-    for start in range(0, len(pixels), batch_size):
-        yield torch.from_numpy(pixels[start : start + batch_size]).to(device).float().div_(255.0)
-
-
 def map_images(
     pixels: np.ndarray, layers: list[SpectralLayer], batch_size: int, device: torch.device,
 ) -> torch.Tensor:
     """The last map of every image, computed batch by batch, on the CPU."""
     with torch.inference_mode():
-        return torch.cat([forward(x, layers).cpu() for x in batches(pixels, batch_size, device)])
+        return torch.cat([forward(x, layers).cpu() for x in float_batches(pixels, batch_size, device)])
