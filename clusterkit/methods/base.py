@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..config import MethodConfig, build_config
+from ..config import MethodConfig, build_config, config_to_dict
 from ..data.images import ImageSet
 from ..errors import InputError
 
@@ -55,6 +55,12 @@ class ClusterMethod(ABC):
     @abstractmethod
     def predict_proba(self, images: ImageSet) -> np.ndarray:
         """(N, k) soft assignments; rows sum to one."""
+
+    def resume_fingerprint(self) -> dict[str, Any]:
+        """What a resumed training run must share with the saved one; any `*epochs` budget may grow."""
+        settings = {key: value for key, value in config_to_dict(self.config).items() if not key.endswith("epochs")}
+        return {"method": self.name, "k": int(self.k_), "seed": self.seed, "shape": list(self.image_shape_),
+                "config": settings}
 
     def check_shape(self, images: ImageSet) -> None:
         """Models that map pixels (filters, convnets) need images shaped as in training; `assign`

@@ -12,7 +12,7 @@ docs/methods.md.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
@@ -148,7 +148,7 @@ class Depict(ClusterMethod):
         self._targets = _Targets()
         self._trainer = Trainer(
             images, seed=self.seed, device=self.device, context=context, extra_state=self._targets,
-            fingerprint=self._fingerprint(), mixed_precision=cfg.mixed_precision,
+            fingerprint=self.resume_fingerprint(), mixed_precision=cfg.mixed_precision,
         )
         self._targets.device = self._trainer.device
         self.net_ = self._build()
@@ -166,11 +166,6 @@ class Depict(ClusterMethod):
         self._trainer.fit(self.net_, phases)
         self.device_ = str(self._trainer.device)
         del self._trainer
-
-    def _fingerprint(self) -> dict[str, Any]:
-        """Settings a resumed run must share; more epochs may be asked for when resuming."""
-        settings = {k: v for k, v in asdict(self.config).items() if not k.endswith("epochs")}
-        return {"method": self.name, "k": self.k_, "seed": self.seed, "shape": list(self.image_shape_), "config": settings}
 
     def _build(self) -> DepictNet:
         channels, h, w = self.image_shape_

@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from ..augment import AugmentPolicy, BatchAugment
-from ..config import MethodConfig, config_to_dict
+from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..engine import EpochContext, Phase, Trainer, all_gather_with_grad, resolve_device
 from ..engine.data import float_batches
@@ -291,8 +291,7 @@ class GATCluster(ClusterMethod):
         cfg = self.config
         trainer = Trainer(
             images, seed=self.seed, device=self.device, context=context,
-            fingerprint={"method": self.name, "k": int(self.k_), "seed": self.seed, "shape": list(self.image_shape_),
-                         "config": {key: v for key, v in config_to_dict(cfg).items() if key != "epochs"}},
+            fingerprint=self.resume_fingerprint(),
             mixed_precision=cfg.mixed_precision,
         )
         self.device_ = str(trainer.device)
