@@ -70,6 +70,33 @@ def test_interrupted_and_resumed_equals_uninterrupted(digits, tmp_path, monkeypa
     assert np.array_equal(straight, resumed.predict(digits))
 
 
+def test_pretraining_stops_after_patience_and_keeps_the_best_weights(digits, tmp_path, monkeypatch):
+    """The released code's rule: stop `pretrain_patience` epochs after the last new low of the
+    held-out error, and cluster with the weights that reached it, not the last ones."""
+    errors = iter([1.0, 0.5, 0.7, 0.6, 0.9, 0.4])
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+
+    def scripted_error(self):
+        error = next(errors)
+        if error == 0.5:
+            seen["best"] = {k: v.clone() for k, v in self.net_.autoencoder.state_dict().items()}
+        return error
+
+    init_head = Depict._init_head
+
+    def capture_then_init(self):
+        seen["at_init"] = {k: v.clone() for k, v in self.net_.autoencoder.state_dict().items()}
+        init_head(self)
+
+    monkeypatch.setattr(Depict, "_holdout_error", scripted_error)
+    monkeypatch.setattr(Depict, "_init_head", capture_then_init)
+    options = {**FAST, "pretrain_epochs": 20, "pretrain_patience": 3}
+    Depict(k=10, seed=0, device="cpu", **options).fit(digits, FitContext(tmp_path))
+    pretrain_epochs = [line for line in (tmp_path / "history.jsonl").read_text().splitlines() if '"pretrain"' in line]
+    assert len(pretrain_epochs) == 5  # best at epoch 2, three epochs without a lower error
+    assert all(torch.equal(seen["best"][k], seen["at_init"][k]) for k in seen["best"])
+
+
 def test_path_integral_clustering_beats_chance_on_pixels(digits):
     subset = digits.subset(np.arange(600))
     labels = path_integral_clustering(subset.flat(), 10)

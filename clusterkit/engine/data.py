@@ -55,10 +55,12 @@ class ImageCache:
         x = rows.to(self.device, non_blocking=True).float().div_(255.0)
         return Batch(index.to(self.device), x)
 
-    def shuffled(self, batch_size: int, seed: int, env: DistEnv) -> Iterator[Batch]:
-        """One epoch in a seeded random order, this rank's shard, `batch_size` images per step across
-        all ranks together (so a run means the same optimisation with 1 or N processes)."""
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+    def shuffled(self, batch_size: int, seed: int, env: DistEnv, rows: torch.Tensor | None = None) -> Iterator[Batch]:
+        """One epoch over `rows` (default: all images) in a seeded random order, this rank's shard,
+        `batch_size` images per step across all ranks together (so a run means the same optimisation
+        with 1 or N processes)."""
+        rows = torch.arange(len(self)) if rows is None else rows
+        order = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))]
         yield from self._batches(shard(order, env), -(-batch_size // env.world_size))
 
     def ordered(self, batch_size: int, env: DistEnv) -> Iterator[Batch]:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import console
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..engine import Batch, EpochContext, Phase, Trainer, resolve_device
@@ -42,6 +43,8 @@ class DepictConfig(MethodConfig):
 
     epochs: int = 50
     pretrain_epochs: int = 600
+    holdout: float = 0.1
+    pretrain_patience: int = 100
     init: Literal["pic", "kmeans"] = "pic"
     init_epochs: int = 10
     pic_neighbors: int = 20
@@ -61,10 +64,12 @@ class DepictConfig(MethodConfig):
 
     def validate(self) -> None:
         for name in ("epochs", "pretrain_epochs", "init_epochs", "batch_size", "feature_maps", "target_update_interval",
-                     "kmeans_n_init", "pic_neighbors"):
+                     "kmeans_n_init", "pic_neighbors", "pretrain_patience"):
             minimum = 0 if name.endswith("epochs") else 1
             if getattr(self, name) < minimum:
                 raise InputError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
+        if not 0.0 <= self.holdout < 0.5:
+            raise InputError(f"holdout must be in [0, 0.5), got {self.holdout}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0 or self.cluster_lr <= 0:
@@ -103,14 +108,22 @@ class _Reconstructor(nn.Module):
 
 
 class _Targets:
-    """Training state besides the weights: the initial hard clusters, the current targets Q and the
-    clean predictions behind them (targets live on the training device: losses index them)."""
+    """Training state besides the weights: the best pretraining weights so far and their held-out
+    error, the initial hard clusters, the current targets Q and the clean predictions behind them
+    (targets live on the training device: losses index them)."""
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
+        self.best_error = float("inf")
+        self.best_epoch = 0
+        self.best_weights: dict[str, torch.Tensor] | None = None
         self.initial: torch.Tensor | None = None
         self.q: torch.Tensor | None = None
         self.probs: torch.Tensor | None = None
+
+    def keep_best(self, error: float, epoch: int, weights: dict[str, torch.Tensor]) -> None:
+        self.best_error, self.best_epoch = error, epoch
+        self.best_weights = {k: v.detach().cpu().clone() for k, v in weights.items()}
 
     def set_initial(self, labels: torch.Tensor) -> None:
         self.initial = labels.to(self.device)
@@ -120,9 +133,12 @@ class _Targets:
 
     def state_dict(self) -> dict[str, Any]:
         cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
-        return {"initial": cpu(self.initial), "q": cpu(self.q), "probs": self.probs}
+        return {"initial": cpu(self.initial), "q": cpu(self.q), "probs": self.probs, "best_error": self.best_error,
+                "best_epoch": self.best_epoch, "best_weights": self.best_weights}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_error, self.best_epoch = state["best_error"], state["best_epoch"]
+        self.best_weights = state["best_weights"]
         if state.get("initial") is not None:
             self.set_initial(state["initial"])
         if state.get("q") is not None:
@@ -151,13 +167,15 @@ class Depict(ClusterMethod):
             fingerprint=self.resume_fingerprint(), mixed_precision=cfg.mixed_precision,
         )
         self._targets.device = self._trainer.device
+        self._train_rows, self._holdout_rows = self._split(len(images))
         self.net_ = self._build()
         self._layer_weights = (1.0, cfg.hidden_weight, cfg.hidden_weight)
         pretrain = partial(torch.optim.Adam, lr=cfg.lr)
         joint = partial(torch.optim.Adam, lr=cfg.cluster_lr)
         phases = [
             Phase("pretrain", cfg.pretrain_epochs, self._reconstruction_loss, pretrain,
-                  module=_Reconstructor(self.net_.autoencoder), batch_size=cfg.batch_size),
+                  module=_Reconstructor(self.net_.autoencoder), batch_size=cfg.batch_size,
+                  batches=self._pretrain_batches, on_epoch_end=self._early_stop),
             Phase("init", cfg.init_epochs, self._initial_loss, joint, module=self.net_, batch_size=cfg.batch_size,
                   on_start=self._init_head, assign=self._predictions),
             Phase("cluster", cfg.epochs, self._joint_loss, joint, module=self.net_, batch_size=cfg.batch_size,
@@ -166,6 +184,46 @@ class Depict(ClusterMethod):
         self._trainer.fit(self.net_, phases)
         self.device_ = str(self._trainer.device)
         del self._trainer
+
+    def _split(self, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """A seeded random `holdout` share of the images that pretraining does not train on, only
+        scores (no labels, so unlike the released code not stratified); None: no held-out set."""
+        n_holdout = int(self.config.holdout * n)
+        if n_holdout < 1:
+            return None, None
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        return order[n_holdout:].sort().values, order[:n_holdout].sort().values
+
+    def _pretrain_batches(self, ctx: EpochContext):
+        return ctx.trainer.data.shuffled(self.config.batch_size, ctx.seed, ctx.trainer.env, self._train_rows)
+
+    @torch.no_grad()
+    def _holdout_error(self) -> float:
+        """Clean (no dropout) layer-wise reconstruction error on the held-out images, their mean.
+        Every rank computes it whole (the set is small), so all ranks stop at the same epoch."""
+        data, total = self._trainer.data, 0.0
+        for start in range(0, len(self._holdout_rows), self.predict_batch_size):
+            rows = self._holdout_rows[start : start + self.predict_batch_size]
+            x = _scaled(data.batch(rows).x)
+            encoded = self.net_.autoencoder.encode(x)
+            error = layerwise_reconstruction(self.net_.autoencoder.decode(encoded.embedding), [x, *encoded.hidden],
+                                             self._layer_weights)
+            total += float(error) * len(rows)
+        return total / len(self._holdout_rows)
+
+    def _early_stop(self, ctx: EpochContext) -> bool:
+        """The released code's stopping rule: end pretraining `pretrain_patience` epochs after the last
+        new low of the held-out error, and go on from the weights that reached it."""
+        if self._holdout_rows is None:
+            return False
+        state, error = self._targets, self._holdout_error()
+        if error < state.best_error:
+            state.keep_best(error, ctx.epoch + 1, self.net_.autoencoder.state_dict())
+        stop = ctx.epoch + 1 - state.best_epoch >= self.config.pretrain_patience
+        if stop or ctx.epoch + 1 == self.config.pretrain_epochs:
+            self.net_.autoencoder.load_state_dict(state.best_weights)
+            console.info(f"pretrain: held-out error {state.best_error:.5f} at epoch {state.best_epoch}, weights restored")
+        return stop
 
     def _build(self) -> DepictNet:
         channels, h, w = self.image_shape_
