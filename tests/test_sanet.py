@@ -151,6 +151,21 @@ def test_trimming_counts_the_pairs_informative_blocks_only():
     assert torch.isinf(dist[0, 0])
 
 
+def test_blank_in_either_leaves_erased_blocks_out():
+    # The query's first 4 blocks are blank (ink erased), where the other image has ink (error 3 each);
+    # the other 12 match closely (error 0.03 each). "both" counts the erased blocks, "either" does not.
+    vectors = torch.zeros(2, 16, 3)
+    vectors[1, :4] = 1.0
+    vectors[1, 4:] = 0.1
+    blank = torch.zeros(2, 16, dtype=torch.bool)
+    blank[0, :4] = True
+    query, data, pairs = Blocks(vectors[:1], blank[:1]), Blocks(vectors, blank), torch.tensor([[1]])
+    both = robust_distances(query, data, pairs, 1.0, torch.device("cpu"), "both")
+    either = robust_distances(query, data, pairs, 1.0, torch.device("cpu"), "either")
+    assert both[0, 0].item() == pytest.approx((4 * 3 + 12 * 0.03) / 16, rel=1e-3)
+    assert either[0, 0].item() == pytest.approx(0.03, rel=1e-3)
+
+
 def test_local_blocks_depend_on_their_own_pixels_only():
     # With local_blocks, each block goes through the layers on its own: changing one input block
     # changes that block's descriptor and no other (a whole-image convolution would leak into the
@@ -203,6 +218,8 @@ def test_bad_options_are_input_errors():
         get_method_class("sanet")(k=10, patch_size=4)
     with pytest.raises(InputError):
         get_method_class("sanet")(k=10, keep_fraction=0.0)
+    with pytest.raises(InputError):
+        get_method_class("sanet")(k=10, blank_blocks="any")
     with pytest.raises(InputError):
         get_method_class("sanet")(k=10, nonsense=1)
 

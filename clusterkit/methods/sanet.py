@@ -38,7 +38,9 @@ class SANetConfig(MethodConfig):
     graph (patch graphs and the image graph). ridge: spectral-regression penalty as a fraction of the
     mean diagonal entry of the patch Gram matrix, tr(P^T P) / D. grid: blocks per side of the last map;
     keep_fraction: share of each pair's informative blocks (not blank in both; the most similar ones)
-    that count in the image distance. local_blocks: each block goes through the layers on its own
+    that count in the image distance. blank_blocks: a block leaves a pair's comparison when it is blank
+    (no ink) in both images, or in either ('either': blank may mean erased by an occluder; costs the
+    evidence of blank areas on clean images). local_blocks: each block goes through the layers on its own
     (zero padding at its border), so that its descriptor depends on its own pixels only and an
     occluder spoils only the blocks it overlaps, not those within the filters' reach of it. Off by
     default: a block is a fraction of the image (2 x 2 px on 8 x 8 digits), smaller than the filters,
@@ -62,6 +64,7 @@ class SANetConfig(MethodConfig):
     ridge: float = 1e-3
     grid: int = 4
     keep_fraction: float = 0.75
+    blank_blocks: Literal["both", "either"] = "both"
     local_blocks: bool = False
     candidates: int = 50
     candidate_dims: int = 64
@@ -116,7 +119,7 @@ class SANet(ClusterMethod):
         self.projection_ = Projection.fit(sample, cfg.candidate_dims)
         dist, idx = robust_neighbors(
             self.train_blocks_, self.train_blocks_, self.projection_, cfg.n_neighbors, cfg.candidates, cfg.keep_fraction,
-            device, cfg.knn_backend, exclude_self=True,
+            device, cfg.knn_backend, exclude_self=True, blank_blocks=cfg.blank_blocks,
         )
         affinity = affinity_from_neighbors(dist, idx)
         self.graph_nnz_ = int(affinity.nnz)
@@ -203,7 +206,7 @@ class SANet(ClusterMethod):
         device = resolve_device(self.device)
         dist, idx = robust_neighbors(
             self._describe(images.pixels, device, self.predict_batch_size), self.train_blocks_, self.projection_, cfg.vote_neighbors, cfg.candidates,
-            cfg.keep_fraction, device, cfg.knn_backend, exclude_self=False,
+            cfg.keep_fraction, device, cfg.knn_backend, exclude_self=False, blank_blocks=cfg.blank_blocks,
         )
         return neighbor_vote(dist, idx, self.train_labels_.numpy(), int(self.k_))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ from ..neighbors import Backend, knn_query
 
 CELL = 2  # each block keeps up to 2 x 2 positions of the map: a little layout inside the block
 BLANK_FRACTION = 0.1  # an input block under 10% of the mean input-block norm counts as blank
+BlankRule = Literal["both", "either"]
+_BLANK_RULES = {"both": torch.logical_and, "either": torch.logical_or}  # which blocks a pair leaves out
 RERANK_ELEMENTS = 1 << 22  # floats in one re-ranking chunk (queries x candidates x blocks x dims): 16 MB
 
 
@@ -123,13 +126,16 @@ def n_kept(n_informative: torch.Tensor, keep_fraction: float) -> torch.Tensor:
 
 
 def robust_distances(
-    queries: Blocks, data: Blocks, candidates: torch.Tensor, keep_fraction: float, device: torch.device
+    queries: Blocks, data: Blocks, candidates: torch.Tensor, keep_fraction: float, device: torch.device,
+    blank_blocks: BlankRule = "both",
 ) -> torch.Tensor:
     """Trimmed block distance between queries and candidates: (Q, C).
 
     For each pair, the m = ceil(keep_fraction x n) smallest block distances are averaged, n the pair's
-    informative blocks (not blank in both images). A pair with no informative block at all (both
-    images blank everywhere) gets an infinite distance. Queries go in chunks sized so that the
+    informative blocks: not blank in both images (`blank_blocks="both"`), or not blank in either
+    (`"either"`: blankness may be missing ink, as where an occluder erased strokes, so it is no
+    evidence; but then a blank area is no evidence on clean images either). A pair with no
+    informative block at all gets an infinite distance. Queries go in chunks sized so that the
     gathered candidate blocks stay small, whatever N is.
     """
     out = []
@@ -139,7 +145,8 @@ def robust_distances(
         cand = candidates[start:stop]
         q = queries.vectors[start:stop].to(device).float()
         block = (data.vectors[cand].to(device).float() - q[:, None]).pow_(2).sum(dim=-1)  # b, C, G
-        informative = ~(queries.blank[start:stop, None, :] & data.blank[cand]).to(device)
+        pair_blank = _BLANK_RULES[blank_blocks](queries.blank[start:stop, None, :], data.blank[cand])
+        informative = ~pair_blank.to(device)
         n_informative = informative.sum(dim=-1)
         ordered = block.masked_fill_(~informative, float("inf")).sort(dim=-1).values  # informative first
         running = torch.where(torch.isfinite(ordered), ordered, torch.zeros_like(ordered)).cumsum(dim=-1)
@@ -152,7 +159,7 @@ def robust_distances(
 
 def robust_neighbors(
     queries: Blocks, data: Blocks, projection: Projection, n_neighbors: int, n_candidates: int, keep_fraction: float,
-    device: torch.device, backend: Backend, exclude_self: bool,
+    device: torch.device, backend: Backend, exclude_self: bool, blank_blocks: BlankRule = "both",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The `n_neighbors` robust-nearest rows of `data` for each query: (distances, indices), nearest first.
 
@@ -162,7 +169,7 @@ def robust_neighbors(
     n_candidates = min(max(n_candidates, n_neighbors) + extra, len(data))
     _, idx = knn_query(projection(data), projection(queries), n_candidates, backend)
     idx = torch.from_numpy(idx)
-    dist = robust_distances(queries, data, idx, keep_fraction, device)
+    dist = robust_distances(queries, data, idx, keep_fraction, device, blank_blocks)
     if exclude_self:
         dist = dist.masked_fill(idx == torch.arange(len(queries))[:, None], float("inf"))
     n_neighbors = min(n_neighbors, n_candidates - extra)
