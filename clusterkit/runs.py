@@ -15,7 +15,9 @@ from .errors import InputError
 from .io import atomic_write_json, atomic_write_text
 
 CONFIG_NAME = "config.yaml"
-COLLAPSE_SHARE = 0.5  # a cluster holding more than this share of the images is reported as collapse
+# A cluster is reported as collapse when it holds more than halfway from its fair share (1/k of the
+# images) to all of them: 55% at k = 10, 75% at k = 2, where one cluster always holds at least half.
+COLLAPSE_WAY = 0.5
 
 
 def default_run_dir(method: str) -> Path:
@@ -54,7 +56,8 @@ def collapse_warning(sizes: list[int]) -> str | None:
     empty = sum(1 for s in sizes if s == 0)
     if empty:
         return f"{empty} of {len(sizes)} clusters are empty (sizes {sizes})"
-    if total and max(sizes) > COLLAPSE_SHARE * total:
+    fair = 1.0 / len(sizes)
+    if total and max(sizes) > (fair + COLLAPSE_WAY * (1.0 - fair)) * total:
         return f"one cluster holds {max(sizes) / total:.0%} of the images (sizes {sizes})"
     return None
 

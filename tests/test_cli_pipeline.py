@@ -134,6 +134,9 @@ def test_collapse_is_warned(cli, tmp_path):
     assert "empty" in collapse_warning([10, 0, 5])
     assert "90%" in collapse_warning([90, 5, 5])
     assert collapse_warning([30, 35, 35]) is None
+    # With two clusters one always holds half: 72% is an uneven split, 95% a collapse.
+    assert collapse_warning([72, 28]) is None
+    assert "95%" in collapse_warning([95, 5])
 
 
 def test_methods_lists_registry(cli):
