@@ -6,7 +6,7 @@ The CLI's `fit` is this function plus printing; Python users can call `run_fit` 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,8 @@ def run_fit(request: FitRequest) -> FitResult:
     images = load_images(request.source, image_size=cfg.image_size, channels=cfg.channels,
                          max_image_size=cfg.max_image_size, null=request.null)
     truth = ground_truth(images, request.labels)
+    # Labels from --labels join the images too, so that training history scores each epoch with them.
+    images = replace(images, labels=truth)
     model.check_k(len(images))
     run_dir = request.out or default_run_dir(method)
     primary = is_main_process()  # under torchrun only rank 0 writes files

@@ -177,3 +177,14 @@ def test_closing_stdout_early_is_quiet(kmeans_run):
     err = proc.stderr.read().decode()
     assert proc.wait() == 1  # click's and Python's convention for a closed pipe
     assert err == ""
+
+
+def test_labels_file_scores_the_training_history(tmp_path, digits_dir):
+    """Ground truth from --labels, not only a built-in set's, reaches the per-epoch history."""
+    from clusterkit.fitting import FitRequest, run_fit
+
+    options = ["pretrain_epochs=1", "init_epochs=1", "epochs=1", "feature_maps=8", "init=kmeans", "kmeans_n_init=1"]
+    run_fit(FitRequest(source=str(digits_dir), method="depict", k="10", out=tmp_path / "r",
+                       labels=digits_dir / "labels.csv", overrides=options))
+    records = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
+    assert all("acc" in r for r in records if r["phase"] != "pretrain")
