@@ -97,3 +97,11 @@ def test_occlusion_covers_a_quarter():
     # seeded: the same positions every time
     assert (occlude(pixels) == occluded).all()
     assert (load_builtin("digits-occluded").pixels <= load_builtin("digits").pixels).all()
+
+
+def test_photo_crops_are_real_rgb_images_of_two_photos():
+    crops = load_builtin("photo-crops")
+    assert crops.pixels.shape == (300, 3, 64, 64) and crops.pixels.dtype == np.uint8
+    assert sorted(set(crops.labels)) == ["china", "flower"] and crops.labels.count("china") == 150
+    assert crops.pixels.reshape(300, -1).std(axis=1).min() > 0  # no blank crop
+    assert (load_builtin("photo-crops").pixels == crops.pixels).all()  # seeded

@@ -35,6 +35,13 @@ def test_learns_digits_well_above_chance(fitted, digits):
     assert acc > 0.7, acc
 
 
+def test_separates_real_rgb_photos_where_kmeans_does_not():
+    """Crops of two real photographs (64 x 64 RGB): k-means on pixels gets ACC 0.74 here."""
+    crops = load_builtin("photo-crops")
+    model = get_method_class("sanet")(k=2, seed=0, device="cpu", **FAST).fit(crops)
+    assert cluster_acc(crops.labels, model.training_labels_) > 0.9
+
+
 def test_predict_on_held_out_images(fitted, digits):
     held_out = digits.subset(range(N_TRAIN, len(digits)))
     proba = fitted.predict_proba(held_out)

@@ -1,4 +1,5 @@
-"""Data sets that ship with the dependencies: scikit-learn's digits, and a seeded occluded variant."""
+"""Data sets that ship with the dependencies: scikit-learn's digits, a seeded occluded variant, and
+crops of scikit-learn's two sample photographs (real RGB images)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from .images import ImageSet
 
 OCCLUSION_SEED = 0
 OCCLUSION_FRACTION = 0.25
+CROPS_PER_PHOTO, CROP_SIZE, CROP_SEED = 150, 64, 0
 
 
 def _digits() -> tuple[np.ndarray, list[str]]:
@@ -39,9 +41,31 @@ def _digits_occluded() -> tuple[np.ndarray, list[str]]:
     return occlude(pixels), labels
 
 
+def _photo_crops() -> tuple[np.ndarray, list[str]]:
+    """Real RGB images from the two photographs scikit-learn ships (a temple in China, a flower):
+    square crops of 64 to 160 px at seeded random places, resized to 64 x 64; the class is the photo.
+    Colour and texture statistics differ between the photos, but many crops are sky, leaves or
+    shadow that pixel distances confuse."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(CROP_SEED)
+    crops, labels = [], []
+    for photo, name in zip(load_sample_images().images, ("china", "flower")):
+        h, w, _ = photo.shape
+        for _ in range(CROPS_PER_PHOTO):
+            side = int(rng.integers(CROP_SIZE, 161))
+            top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            crop = Image.fromarray(photo[top : top + side, left : left + side])
+            crops.append(np.asarray(crop.resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR)))
+            labels.append(name)
+    return np.stack(crops).transpose(0, 3, 1, 2).copy(), labels
+
+
 BUILTINS = {
     "digits": (_digits, "scikit-learn's 1,797 handwritten digits, 8x8 grayscale, 10 classes"),
     "digits-occluded": (_digits_occluded, "digits with a black square over a quarter of each image (seed 0)"),
+    "photo-crops": (_photo_crops, "300 RGB 64x64 crops of scikit-learn's two sample photos, 2 classes (seed 0)"),
 }
 
 
