@@ -12,6 +12,7 @@ docs/methods.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -194,7 +195,7 @@ class Depict(ClusterMethod):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
         return order[n_holdout:].sort().values, order[:n_holdout].sort().values
 
-    def _pretrain_batches(self, ctx: EpochContext):
+    def _pretrain_batches(self, ctx: EpochContext) -> Iterator[Batch]:
         return ctx.trainer.data.shuffled(self.config.batch_size, ctx.seed, ctx.trainer.env, self._train_rows)
 
     @torch.no_grad()
@@ -220,7 +221,7 @@ class Depict(ClusterMethod):
         if error < state.best_error:
             state.keep_best(error, ctx.epoch + 1, self.net_.autoencoder.state_dict())
         stop = ctx.epoch + 1 - state.best_epoch >= self.config.pretrain_patience
-        if stop or ctx.epoch + 1 == self.config.pretrain_epochs:
+        if (stop or ctx.epoch + 1 == self.config.pretrain_epochs) and state.best_weights is not None:
             self.net_.autoencoder.load_state_dict(state.best_weights)
             console.info(f"pretrain: held-out error {state.best_error:.5f} at epoch {state.best_epoch}, weights restored")
         return stop
