@@ -15,7 +15,7 @@ from clusterkit.sanet.blocks import Blocks, Projection, describe, robust_distanc
 from clusterkit.sanet.network import SpectralLayer
 from clusterkit.sanet.units import sample_patches, spectral_filters
 
-# Small but real: 4 units of 8 filters, fitted on 1,200 digits, in a few seconds on one core.
+# Small but real: 3 units of 8 filters, fitted on 1,200 digits, in a few seconds on one core.
 FAST = {"subset_size": 600, "patches_per_unit": 3000, "units": 3}
 N_TRAIN = 1200
 
@@ -239,3 +239,23 @@ def test_faiss_and_sklearn_neighbours_agree(fitted):
     d_fa, i_fa = robust_neighbors(*args, backend="faiss", exclude_self=True)
     assert np.allclose(d_sk, d_fa, rtol=1e-3, atol=1e-4)
     assert (i_sk == i_fa).mean() > 0.98  # ties may order differently
+
+
+@pytest.mark.parametrize("blank_blocks", ["both", "either"])
+def test_exhaustive_search_equals_reranking_every_image(fitted, monkeypatch, blank_blocks):
+    """candidates >= N takes the chunked all-pairs path; it must find what re-ranking all rows finds."""
+    import clusterkit.sanet.blocks as blocks_module
+
+    blocks = Blocks(fitted.train_blocks_.vectors[:300], fitted.train_blocks_.blank[:300])
+    everyone = torch.arange(300).expand(300, 300)
+    reference = robust_distances(blocks, blocks, everyone, 0.75, torch.device("cpu"), blank_blocks)
+    reference = reference.masked_fill(torch.eye(300, dtype=torch.bool), float("inf")).topk(10, largest=False)
+    monkeypatch.setattr(blocks_module, "RERANK_ELEMENTS", 16 * 64**2)  # 64-row chunks: several of each
+    dist, idx = robust_neighbors(blocks, blocks, fitted.projection_, 10, 10**9, 0.75, torch.device("cpu"),
+                                 "sklearn", exclude_self=True, blank_blocks=blank_blocks)
+    assert np.allclose(dist, reference.values.sqrt().numpy(), rtol=1e-4, atol=1e-5)
+    assert (idx == reference.indices.numpy()).mean() > 0.99  # ties may order differently
+    # Queries that are training rows find themselves at distance exactly 0 (assign's exact match).
+    dist, idx = robust_neighbors(blocks, blocks, fitted.projection_, 1, 10**9, 0.75, torch.device("cpu"),
+                                 "sklearn", exclude_self=False, blank_blocks=blank_blocks)
+    assert (dist[:, 0] == 0).all() and (idx[:, 0] == np.arange(300)).all()

@@ -66,10 +66,19 @@ class Projection:
 
     @classmethod
     def fit(cls, sample: Blocks, dims: int) -> "Projection":
+        """Top principal axes from the eigenvectors of the smaller Gram matrix (n x n or D x D), in
+        double precision: a full SVD of the n x D sample costs several times more (D = 4,096 on digits)."""
         flat = sample.flat()
         mean = flat.mean(dim=0)
-        _, _, vt = torch.linalg.svd(flat - mean, full_matrices=False)
-        return cls(mean, vt[:dims].T.contiguous())
+        centered = (flat - mean).double()
+        n, d = centered.shape
+        if n < d:  # axes = X^T u / |X^T u| for the top eigenvectors u of X X^T
+            _, u = torch.linalg.eigh(centered @ centered.T)
+            axes = centered.T @ u.flip(1)[:, :dims]
+            axes = axes / axes.norm(dim=0).clamp_min(1e-12)
+        else:
+            axes = torch.linalg.eigh(centered.T @ centered)[1].flip(1)[:, :dims]
+        return cls(mean, axes.float().contiguous())
 
     def __call__(self, blocks: Blocks) -> np.ndarray:
         """Coordinates (N, d), in chunks: the float copy of the whole table would double its memory."""
@@ -125,6 +134,20 @@ def n_kept(n_informative: torch.Tensor, keep_fraction: float) -> torch.Tensor:
     return kept.clamp_min(1)
 
 
+def _trimmed_mean(block: torch.Tensor, pair_blank: torch.Tensor, keep_fraction: float) -> torch.Tensor:
+    """Mean of each pair's kept smallest informative block distances: (..., G) -> (...).
+
+    A pair with no informative block gets an infinite distance. `block` is overwritten.
+    """
+    informative = ~pair_blank
+    n_informative = informative.sum(dim=-1)
+    ordered = block.masked_fill_(~informative, float("inf")).sort(dim=-1).values  # informative first
+    running = torch.where(torch.isfinite(ordered), ordered, torch.zeros_like(ordered)).cumsum(dim=-1)
+    kept = n_kept(n_informative, keep_fraction)
+    mean = running.gather(-1, (kept - 1)[..., None]).squeeze(-1) / kept.to(running.dtype)
+    return torch.where(n_informative > 0, mean, torch.full_like(mean, float("inf")))
+
+
 def robust_distances(
     queries: Blocks, data: Blocks, candidates: torch.Tensor, keep_fraction: float, device: torch.device,
     blank_blocks: BlankRule = "both",
@@ -146,15 +169,43 @@ def robust_distances(
         q = queries.vectors[start:stop].to(device).float()
         block = (data.vectors[cand].to(device).float() - q[:, None]).pow_(2).sum(dim=-1)  # b, C, G
         pair_blank = _BLANK_RULES[blank_blocks](queries.blank[start:stop, None, :], data.blank[cand])
-        informative = ~pair_blank.to(device)
-        n_informative = informative.sum(dim=-1)
-        ordered = block.masked_fill_(~informative, float("inf")).sort(dim=-1).values  # informative first
-        running = torch.where(torch.isfinite(ordered), ordered, torch.zeros_like(ordered)).cumsum(dim=-1)
-        kept = n_kept(n_informative, keep_fraction)
-        total = running.gather(-1, (kept - 1)[..., None]).squeeze(-1)
-        mean = total / kept.to(total.dtype)
-        out.append(torch.where(n_informative > 0, mean, torch.full_like(mean, float("inf"))).cpu())
+        out.append(_trimmed_mean(block, pair_blank.to(device), keep_fraction).cpu())
     return torch.cat(out)
+
+
+def all_pairs_neighbors(
+    queries: Blocks, data: Blocks, n_neighbors: int, keep_fraction: float, device: torch.device,
+    exclude_self: bool, blank_blocks: BlankRule = "both",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact robust kNN over every row of `data`: (Q, n) distances (squared, trimmed) and indices.
+
+    Block distances come from one batched `cdist` per chunk (direct differences, not the |q|^2 + |x|^2
+    - 2 q.x expansion, whose round-off would make an image's distance to itself non-zero and break
+    the exact match that `assign` relies on) instead of gathering a copy of every candidate's blocks.
+    Queries and data both go in chunks and only each query's running best n are kept, so memory stays
+    O(Q x n + chunk), whatever N is.
+    """
+    g, d = data.vectors.shape[1:]
+    rows = max(1, int((RERANK_ELEMENTS // g) ** 0.5))
+    best_dist, best_idx = [], []
+    for q_start in range(0, len(queries), rows):
+        q = queries.vectors[q_start : q_start + rows].to(device).float().transpose(0, 1)  # G, b, D
+        q_blank = queries.blank[q_start : q_start + rows].to(device)
+        dist = torch.full((q.shape[1], 0), float("inf"), device=device)
+        idx = torch.zeros((q.shape[1], 0), dtype=torch.long, device=device)
+        for d_start in range(0, len(data), rows):
+            x = data.vectors[d_start : d_start + rows].to(device).float().transpose(0, 1)  # G, m, D
+            block = torch.cdist(q, x, compute_mode="donot_use_mm_for_euclid_dist").pow_(2)  # G, b, m
+            pair_blank = _BLANK_RULES[blank_blocks](q_blank[:, None, :], data.blank[d_start : d_start + rows].to(device)[None])
+            chunk = _trimmed_mean(block.permute(1, 2, 0).contiguous(), pair_blank, keep_fraction)  # b, m
+            chunk_idx = torch.arange(d_start, d_start + chunk.shape[1], device=device).expand_as(chunk)
+            if exclude_self:
+                chunk = chunk.masked_fill(chunk_idx == torch.arange(q_start, q_start + len(chunk), device=device)[:, None], float("inf"))
+            dist, order = torch.cat([dist, chunk], dim=1).topk(min(n_neighbors, dist.shape[1] + chunk.shape[1]), dim=1, largest=False)
+            idx = torch.cat([idx, chunk_idx], dim=1).gather(1, order)
+        best_dist.append(dist.cpu())
+        best_idx.append(idx.cpu())
+    return torch.cat(best_dist), torch.cat(best_idx)
 
 
 def robust_neighbors(
@@ -167,15 +218,18 @@ def robust_neighbors(
     """
     extra = 1 if exclude_self else 0
     n_candidates = min(max(n_candidates, n_neighbors) + extra, len(data))
-    _, idx = knn_query(projection(data), projection(queries), n_candidates, backend)
-    idx = torch.from_numpy(idx)
-    dist = robust_distances(queries, data, idx, keep_fraction, device, blank_blocks)
-    if exclude_self:
-        dist = dist.masked_fill(idx == torch.arange(len(queries))[:, None], float("inf"))
     n_neighbors = min(n_neighbors, n_candidates - extra)
-    best = dist.topk(n_neighbors, dim=1, largest=False)
+    if n_candidates == len(data):  # every row is a candidate: no search, the exact all-pairs path
+        values, indices = all_pairs_neighbors(queries, data, n_neighbors, keep_fraction, device, exclude_self, blank_blocks)
+    else:
+        _, idx = knn_query(projection(data), projection(queries), n_candidates, backend)
+        idx = torch.from_numpy(idx)
+        dist = robust_distances(queries, data, idx, keep_fraction, device, blank_blocks)
+        if exclude_self:
+            dist = dist.masked_fill(idx == torch.arange(len(queries))[:, None], float("inf"))
+        best = dist.topk(n_neighbors, dim=1, largest=False)
+        values, indices = best.values, idx.gather(1, best.indices)
     # An infinite distance (no informative block) becomes the largest finite one: weak, not broken.
-    values = best.values
     finite_max = values[torch.isfinite(values)].max() if torch.isfinite(values).any() else torch.tensor(1.0)
     values = torch.where(torch.isfinite(values), values, finite_max)
-    return values.clamp_min(0).sqrt().numpy(), idx.gather(1, best.indices).numpy()
+    return values.clamp_min(0).sqrt().numpy(), indices.numpy()
