@@ -250,12 +250,37 @@ def test_exhaustive_search_equals_reranking_every_image(fitted, monkeypatch, bla
     everyone = torch.arange(300).expand(300, 300)
     reference = robust_distances(blocks, blocks, everyone, 0.75, torch.device("cpu"), blank_blocks)
     reference = reference.masked_fill(torch.eye(300, dtype=torch.bool), float("inf")).topk(10, largest=False)
-    monkeypatch.setattr(blocks_module, "RERANK_ELEMENTS", 16 * 64**2)  # 64-row chunks: several of each
+    monkeypatch.setattr(blocks_module, "RERANK_ELEMENTS", 16 * 64**2)  # 22-row chunks, the last one partial
     dist, idx = robust_neighbors(blocks, blocks, fitted.projection_, 10, 10**9, 0.75, torch.device("cpu"),
                                  "sklearn", exclude_self=True, blank_blocks=blank_blocks)
     assert np.allclose(dist, reference.values.sqrt().numpy(), rtol=1e-4, atol=1e-5)
     assert (idx == reference.indices.numpy()).mean() > 0.99  # ties may order differently
+    # Fewer queries than rows (what assign does): the first 100 images against all 300.
+    queries = Blocks(blocks.vectors[:100], blocks.blank[:100])
+    dist, idx = robust_neighbors(queries, blocks, fitted.projection_, 10, 10**9, 0.75, torch.device("cpu"),
+                                 "sklearn", exclude_self=False, blank_blocks=blank_blocks)
+    expected = robust_distances(queries, blocks, everyone[:100], 0.75, torch.device("cpu"), blank_blocks)
+    assert np.allclose(dist, expected.topk(10, largest=False).values.sqrt().numpy(), rtol=1e-4, atol=1e-5)
     # Queries that are training rows find themselves at distance exactly 0 (assign's exact match).
     dist, idx = robust_neighbors(blocks, blocks, fitted.projection_, 1, 10**9, 0.75, torch.device("cpu"),
                                  "sklearn", exclude_self=False, blank_blocks=blank_blocks)
     assert (dist[:, 0] == 0).all() and (idx[:, 0] == np.arange(300)).all()
+
+
+# 40 images of two blocks: fewer than their dimensions and than the 64 axes (n x n Gram matrix);
+# 300 images of one block: more than its dimensions (D x D).
+@pytest.mark.parametrize("rows, n_blocks", [(40, 2), (300, 1)])
+def test_projection_spans_the_principal_subspace(fitted, rows, n_blocks):
+    """Same distances as projecting on the SVD's axes; axes are orthonormal, or zero where the sample
+    has no variance left (40 images span at most 39 directions)."""
+    sample = Blocks(fitted.train_blocks_.vectors[:rows, :n_blocks], fitted.train_blocks_.blank[:rows, :n_blocks])
+    projection = Projection.fit(sample, 64)
+    centered = sample.flat() - sample.flat().mean(dim=0)
+    _, _, vt = torch.linalg.svd(centered.double(), full_matrices=False)
+    used = min(64, rows - 1)
+    expected = torch.cdist(centered.double() @ vt[:used].T, centered.double() @ vt[:used].T)
+    got = torch.cdist(torch.from_numpy(projection(sample)).double(), torch.from_numpy(projection(sample)).double())
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.max()))
+    gram = projection.axes.T.double() @ projection.axes.double()
+    assert torch.allclose(gram, torch.diag(torch.diag(gram)), atol=1e-4)
+    assert int(torch.diag(gram).gt(0.5).sum()) == used

@@ -9,7 +9,8 @@ images occluded at the same place would look alike because of the occluder itsel
 
 All pairs would cost N x N, so each image's candidates come first from a kNN on the whole feature
 vector (the untrimmed distance, on its first principal components, through `neighbors.knn_query`:
-FAISS when installed), and only those candidates are re-ranked with the robust distance. Block vectors
+FAISS when installed), and only those candidates are re-ranked with the robust distance. Asked for
+as many candidates as there are images, the search is skipped and every pair compared, in chunks. Block vectors
 are kept in half precision (distances are computed in single precision): the (N, G, D) table is the
 one structure that grows with N, and halving it matters at 50k images.
 """
@@ -67,17 +68,21 @@ class Projection:
     @classmethod
     def fit(cls, sample: Blocks, dims: int) -> "Projection":
         """Top principal axes from the eigenvectors of the smaller Gram matrix (n x n or D x D), in
-        double precision: a full SVD of the n x D sample costs several times more (D = 4,096 on digits)."""
+        double precision: a full SVD of the n x D sample costs about three times as much (D = 4,096 on
+        digits). Directions of (numerically) zero variance get a zero axis, as they carry nothing:
+        from the n x n Gram matrix they would be round-off blown up to unit length."""
         flat = sample.flat()
         mean = flat.mean(dim=0)
         centered = (flat - mean).double()
         n, d = centered.shape
         if n < d:  # axes = X^T u / |X^T u| for the top eigenvectors u of X X^T
-            _, u = torch.linalg.eigh(centered @ centered.T)
-            axes = centered.T @ u.flip(1)[:, :dims]
-            axes = axes / axes.norm(dim=0).clamp_min(1e-12)
+            values, u = torch.linalg.eigh(centered @ centered.T)
+            axes = centered.T @ u
+            axes = axes / axes.norm(dim=0).clamp_min(1e-300)
         else:
-            axes = torch.linalg.eigh(centered.T @ centered)[1].flip(1)[:, :dims]
+            values, axes = torch.linalg.eigh(centered.T @ centered)
+        real = values > values.max().clamp_min(0) * max(n, d) * torch.finfo(torch.float64).eps
+        axes = (axes * real).flip(1)[:, :dims]  # eigh orders ascending; the largest first
         return cls(mean, axes.float().contiguous())
 
     def __call__(self, blocks: Blocks) -> np.ndarray:
@@ -179,14 +184,17 @@ def all_pairs_neighbors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact robust kNN over every row of `data`: (Q, n) distances (squared, trimmed) and indices.
 
+    With `exclude_self`, queries are `data` itself, row for row, and each row's own index is left out.
+
     Block distances come from one batched `cdist` per chunk (direct differences, not the |q|^2 + |x|^2
     - 2 q.x expansion, whose round-off would make an image's distance to itself non-zero and break
     the exact match that `assign` relies on) instead of gathering a copy of every candidate's blocks.
     Queries and data both go in chunks and only each query's running best n are kept, so memory stays
     O(Q x n + chunk), whatever N is.
     """
-    g, d = data.vectors.shape[1:]
-    rows = max(1, int((RERANK_ELEMENTS // g) ** 0.5))
+    # A chunk's b x m x G distances have about eight same-sized companions (a transposed copy, sort
+    # values and indices, masks, the cumulative sum), so b = m = sqrt(budget / 8G) keeps it in budget.
+    rows = max(1, int((RERANK_ELEMENTS // (8 * data.vectors.shape[1])) ** 0.5))
     best_dist, best_idx = [], []
     for q_start in range(0, len(queries), rows):
         q = queries.vectors[q_start : q_start + rows].to(device).float().transpose(0, 1)  # G, b, D
