@@ -190,11 +190,13 @@ def all_pairs_neighbors(
     - 2 q.x expansion, whose round-off would make an image's distance to itself non-zero and break
     the exact match that `assign` relies on) instead of gathering a copy of every candidate's blocks.
     Queries and data both go in chunks and only each query's running best n are kept, so memory stays
-    O(Q x n + chunk), whatever N is.
+    O(Q x n + chunk) beyond the table itself (one copy of it on a GPU), whatever N is.
     """
     # A chunk's b x m x G distances have about eight same-sized companions (a transposed copy, sort
     # values and indices, masks, the cumulative sum), so b = m = sqrt(budget / 8G) keeps it in budget.
     rows = max(1, int((RERANK_ELEMENTS // (8 * data.vectors.shape[1])) ** 0.5))
+    # The table goes to the device once (in half precision), not once per query chunk.
+    data_vectors, data_blank = data.vectors.to(device), data.blank.to(device)
     best_dist, best_idx = [], []
     for q_start in range(0, len(queries), rows):
         q = queries.vectors[q_start : q_start + rows].to(device).float().transpose(0, 1)  # G, b, D
@@ -202,9 +204,9 @@ def all_pairs_neighbors(
         dist = torch.full((q.shape[1], 0), float("inf"), device=device)
         idx = torch.zeros((q.shape[1], 0), dtype=torch.long, device=device)
         for d_start in range(0, len(data), rows):
-            x = data.vectors[d_start : d_start + rows].to(device).float().transpose(0, 1)  # G, m, D
+            x = data_vectors[d_start : d_start + rows].float().transpose(0, 1)  # G, m, D
             block = torch.cdist(q, x, compute_mode="donot_use_mm_for_euclid_dist").pow_(2)  # G, b, m
-            pair_blank = _BLANK_RULES[blank_blocks](q_blank[:, None, :], data.blank[d_start : d_start + rows].to(device)[None])
+            pair_blank = _BLANK_RULES[blank_blocks](q_blank[:, None, :], data_blank[d_start : d_start + rows][None])
             chunk = _trimmed_mean(block.permute(1, 2, 0).contiguous(), pair_blank, keep_fraction)  # b, m
             chunk_idx = torch.arange(d_start, d_start + chunk.shape[1], device=device).expand_as(chunk)
             if exclude_self:
