@@ -11,7 +11,7 @@ from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import get_method_class
 from clusterkit.metrics import cluster_acc
-from clusterkit.sanet.blocks import Blocks, Projection, describe, robust_distances, robust_neighbors, split_blocks
+from clusterkit.sanet.blocks import TIE_BREAK, Blocks, Projection, describe, robust_distances, robust_neighbors, split_blocks
 from clusterkit.sanet.network import SpectralLayer
 from clusterkit.sanet.units import sample_patches, spectral_filters
 
@@ -57,6 +57,15 @@ def test_predict_on_held_out_images(fitted, digits):
 
 def test_training_images_are_assigned_to_their_own_cluster(fitted, digits):
     assert (fitted.predict(digits.subset(range(300))) == fitted.training_labels_[:300]).all()
+
+
+def test_training_images_keep_their_cluster_where_robust_distances_tie():
+    """Occluded digits with blank-in-either blocks: many pairs are at trimmed distance 0, yet every
+    training image must come back to its own cluster (the exact copy is ordered first)."""
+    images = load_builtin("digits-occluded").subset(range(600))
+    options = {**FAST, "subset_size": 300, "local_blocks": True, "blank_blocks": "either", "candidates": 10**9}
+    model = get_method_class("sanet")(k=10, seed=0, device="cpu", **options).fit(images)
+    assert (model.predict(images) == model.training_labels_).all()
 
 
 def test_save_load_round_trip_reproduces_predictions(fitted, digits, tmp_path):
@@ -118,10 +127,15 @@ def test_robust_distance_ignores_the_spoiled_blocks():
     occluded = clean.clone()
     occluded[0, :4] = 10.0  # four blocks spoiled
     other = torch.rand(1, 16, 5, generator=rng)
-    data = Blocks(torch.cat([occluded, other]), torch.zeros(2, 16, dtype=torch.bool))
+    data = Blocks(torch.cat([occluded, other, clean]), torch.zeros(3, 16, dtype=torch.bool))
     query = Blocks(clean, torch.zeros(1, 16, dtype=torch.bool))
-    dist = robust_distances(query, data, torch.tensor([[0, 1]]), 0.75, device=torch.device("cpu"))
-    assert dist[0, 0] == 0.0 and dist[0, 1] > 0.0
+    dist = robust_distances(query, data, torch.tensor([[0, 1, 2]]), 0.75, device=torch.device("cpu"))
+    # The kept 12 blocks match exactly: only the tie-break term (the untrimmed mean, weighted 1e-6) is left.
+    untrimmed = (occluded - clean).pow(2).sum(dim=-1).mean()
+    assert dist[0, 0] == pytest.approx(TIE_BREAK * float(untrimmed), rel=1e-4)
+    assert dist[0, 0] < 1e-3 * dist[0, 1]
+    # The exact copy stays ahead of the trimmed match: a training image's nearest is itself.
+    assert dist[0, 2] == 0.0 < dist[0, 0]
     # Shared blank blocks are not evidence of similarity: they are left out, not counted as a match.
     blank = torch.zeros(2, 16, dtype=torch.bool)
     blank[:, 8:] = True

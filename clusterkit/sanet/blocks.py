@@ -31,6 +31,7 @@ CELL = 2  # each block keeps up to 2 x 2 positions of the map: a little layout i
 BLANK_FRACTION = 0.1  # an input block under 10% of the mean input-block norm counts as blank
 BlankRule = Literal["both", "either"]
 _BLANK_RULES = {"both": torch.logical_and, "either": torch.logical_or}  # which blocks a pair leaves out
+TIE_BREAK = 1e-6  # weight of the untrimmed mean block distance in the robust one: orders ties only
 RERANK_ELEMENTS = 1 << 22  # floats in one re-ranking chunk (queries x candidates x blocks x dims): 16 MB
 
 
@@ -140,16 +141,21 @@ def n_kept(n_informative: torch.Tensor, keep_fraction: float) -> torch.Tensor:
 
 
 def _trimmed_mean(block: torch.Tensor, pair_blank: torch.Tensor, keep_fraction: float) -> torch.Tensor:
-    """Mean of each pair's kept smallest informative block distances: (..., G) -> (...).
+    """Mean of each pair's kept smallest informative block distances, plus TIE_BREAK times the mean of
+    all its block distances: (..., G) -> (...).
 
-    A pair with no informative block gets an infinite distance. `block` is overwritten.
+    The second term only orders ties: trimming can put an image at distance 0 from several others
+    whose kept blocks match exactly (blank-in-either rule, small blocks), and then an exact copy, and
+    only an exact copy, must still come first, or `assign` would not give a training image its own
+    cluster. A pair with no informative block gets an infinite distance. `block` is overwritten.
     """
+    whole = block.mean(dim=-1)
     informative = ~pair_blank
     n_informative = informative.sum(dim=-1)
     ordered = block.masked_fill_(~informative, float("inf")).sort(dim=-1).values  # informative first
     running = torch.where(torch.isfinite(ordered), ordered, torch.zeros_like(ordered)).cumsum(dim=-1)
     kept = n_kept(n_informative, keep_fraction)
-    mean = running.gather(-1, (kept - 1)[..., None]).squeeze(-1) / kept.to(running.dtype)
+    mean = running.gather(-1, (kept - 1)[..., None]).squeeze(-1) / kept.to(running.dtype) + TIE_BREAK * whole
     return torch.where(n_informative > 0, mean, torch.full_like(mean, float("inf")))
 
 
