@@ -165,8 +165,9 @@ def robust_distances(
 ) -> torch.Tensor:
     """Trimmed block distance between queries and candidates: (Q, C).
 
-    For each pair, the m = ceil(keep_fraction x n) smallest block distances are averaged, n the pair's
-    informative blocks: not blank in both images (`blank_blocks="both"`), or not blank in either
+    For each pair, the m = ceil(keep_fraction x n) smallest block distances are averaged (ties then
+    ordered by `_trimmed_mean`'s tie-break), n the pair's informative blocks: not blank in both
+    images (`blank_blocks="both"`), or not blank in either
     (`"either"`: blankness may be missing ink, as where an occluder erased strokes, so it is no
     evidence; but then a blank area is no evidence on clean images either). A pair with no
     informative block at all gets an infinite distance. Queries go in chunks sized so that the
