@@ -1,6 +1,7 @@
 """SA-Net fit time and peak memory as the number of images grows (digits augmented to 5k, 20k, 50k).
 
     python benchmarks/scaling.py --sizes 5000,20000,50000
+    python benchmarks/scaling.py --sizes 2000,5000,10000 --set local_blocks=true --set blank_blocks=either --set candidates=1000000000 --out benchmarks/out/scaling_robust.json
 
 Each size runs in a fresh process (`--one N`), so that its peak resident memory (getrusage maxrss) is
 its own; the process's memory after loading the data, torch, scipy and scikit-learn, before the fit, is reported as well,
@@ -58,7 +59,7 @@ def augmented_digits(n: int, seed: int = 0):
     return ImageSet(paths=[f"images/{i:06d}.png" for i in range(n)], pixels=pixels, labels=labels)
 
 
-def run_one(n: int, seed: int) -> dict:
+def run_one(n: int, seed: int, options: dict) -> dict:
     import scipy.sparse.linalg  # noqa: F401  (imported before the baseline: libraries are a fixed cost)
     import sklearn.cluster  # noqa: F401
     import torch  # noqa: F401
@@ -68,7 +69,7 @@ def run_one(n: int, seed: int) -> dict:
 
     images = augmented_digits(n, seed)
     before = peak_rss_mb()
-    model = get_method("sanet", k=10, seed=seed, device="cpu")
+    model = get_method("sanet", k=10, seed=seed, device="cpu", **options)
     start, cpu_start = time.perf_counter(), time.process_time()
     model.fit(images)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -81,15 +82,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="5000,20000,50000")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a SA-Net option, as fit's --set")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", default="benchmarks/out/scaling.json")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.seed)))
+        from clusterkit.config import parse_set_options
+
+        print(json.dumps(run_one(args.one, args.seed, parse_set_options(args.set))))
         return
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--seed", str(args.seed)],
+        sets = [arg for pair in args.set for arg in ("--set", pair)]
+        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--seed", str(args.seed), *sets],
                               check=True, capture_output=True, text=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row["fit_mb"] = round(row["peak_mb"] - row["base_mb"], 1)
@@ -103,7 +108,7 @@ def main() -> None:
         row["n_ratio"] = row["n"] / first["n"]
     print()
     print_table(rows, ["n", "n_ratio", "seconds", "time_ratio", "cpu_seconds", "cpu_ratio", "peak_mb", "fit_mb", "fit_mb_ratio", "graph_nnz", "graph_components", "acc"])
-    write_json(args.out, {"machine": machine_info(), "rows": rows})
+    write_json(args.out, {"machine": machine_info(), "options": args.set, "rows": rows})
 
 
 if __name__ == "__main__":
