@@ -17,6 +17,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def add_folder_arguments(parser) -> None:
+    """--folder / --labels: benchmark an image folder with its ground truth instead of a built-in set."""
+    parser.add_argument("--folder", default=None, help="an image folder to run instead of the built-in set(s) (needs --labels)")
+    parser.add_argument("--labels", default=None, help="the folder's ground truth: CSV with path,label, as `clusterkit evaluate`")
+
+
+def folder_name(folder: str) -> str:
+    """What tables call a folder: its name, or its parent's for the `NAME/images` that exports write."""
+    path = Path(folder).resolve()
+    return path.parent.name if path.name == "images" else path.name
+
+
+def load_folder(args, parser, image_size: int | None = None):
+    """The images of --folder with the labels of --labels (None when no folder was named)."""
+    if (args.folder is None) != (args.labels is None):
+        parser.error("--folder and --labels go together")
+    if args.folder is None:
+        return None
+    from clusterkit import load_images
+    from clusterkit.fitting import ground_truth
+
+    images = load_images(args.folder, image_size=image_size)
+    images.labels = ground_truth(images, args.labels)
+    return images
+
+
 def timed_fit(method: str, images, k: int, seed: int, **options: Any) -> dict[str, Any]:
     """Fit one method, predict the training images, score against their labels."""
     from clusterkit import get_method

@@ -2,6 +2,8 @@
 
     python benchmarks/occlusion.py --methods sanet,sanet-robust,kmeans,spectral --seeds 0,1,2
     python benchmarks/occlusion.py --dataset photo-crops --k 2 --methods sanet,sanet-local,sanet-robust,kmeans,spectral
+    python benchmarks/occlusion.py --image-size 32 --methods sanet,sanet-local,kmeans,spectral
+    python benchmarks/occlusion.py --folder data/fashion/images --labels data/fashion/labels.csv
 
 Both data sets and all methods run side by side in one process (methods through the registry, default
 options, plus the named variants below). Prints, per method, the mean over seeds on each set and the drop in ACC, and writes every run
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import machine_info, mean_sd, print_table, timed_fit, write_json
+from _common import add_folder_arguments, folder_name, load_folder, machine_info, mean_sd, print_table, timed_fit, write_json
 
 # Named option sets, so that one run puts them beside the defaults.
 VARIANTS = {
@@ -34,8 +36,11 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits", help="built-in set; occluded by the same rule as builtin:digits-occluded")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--image-size", type=int, default=None, help="resample the set to this side first (bilinear), then occlude")
+    add_folder_arguments(parser)
     parser.add_argument("--out", default=None, help="default: benchmarks/out/occlusion[-DATASET].json")
     args = parser.parse_args()
+    folder = load_folder(args, parser, image_size=args.image_size)
 
     from clusterkit import load_images
     from clusterkit.data.builtin import occlude
@@ -43,7 +48,8 @@ def main() -> None:
 
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
-    clean = load_images(f"builtin:{args.dataset}")
+    clean = folder or load_images(f"builtin:{args.dataset}", image_size=args.image_size)
+    set_name = folder_name(args.folder) if folder else args.dataset
     occluded = ImageSet(paths=clean.paths, pixels=occlude(clean.pixels), labels=clean.labels)
     runs = []
     for dataset, images in (("clean", clean), ("occluded", occluded)):
@@ -52,7 +58,7 @@ def main() -> None:
                 name, options = VARIANTS.get(method, (method, {}))
                 result = {"dataset": dataset, **timed_fit(name, images, args.k, seed, **options), "method": method}
                 runs.append(result)
-                print(f"{args.dataset} {dataset} {method} seed {seed}: acc {result['acc']:.3f} ({result['seconds']} s)", flush=True)
+                print(f"{set_name} {dataset} {method} seed {seed}: acc {result['acc']:.3f} ({result['seconds']} s)", flush=True)
     table = []
     for method in methods:
         row = {"method": method}
@@ -65,8 +71,10 @@ def main() -> None:
         table.append(row)
     print()
     print_table(table, ["method", "acc_clean", "acc_occluded", "acc_drop", "nmi_clean", "nmi_occluded", "nmi_drop"])
-    out = args.out or f"benchmarks/out/occlusion{'' if args.dataset == 'digits' else '-' + args.dataset}.json"
-    write_json(out, {"machine": machine_info(), "dataset": args.dataset, "k": args.k, "seeds": seeds, "summary": table, "runs": runs})
+    suffix = ("" if set_name == "digits" else f"-{set_name}") + (f"-{args.image_size}px" if args.image_size else "")
+    out = args.out or f"benchmarks/out/occlusion{suffix}.json"
+    write_json(out, {"machine": machine_info(), "dataset": args.folder or args.dataset, "image_size": args.image_size, "k": args.k,
+                     "seeds": seeds, "summary": table, "runs": runs})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """ACC / NMI / ARI and fit time of every method on the built-in data sets, side by side, in one run.
 
     python benchmarks/quality.py --methods kmeans,spectral,gmm,depict,sanet,gatcluster --seeds 0,1,2
+    python benchmarks/quality.py --folder data/fashion/images --labels data/fashion/labels.csv --methods kmeans,sanet
 
 Prints one row per method and data set (mean and spread over seeds) and writes all runs as JSON.
 """
@@ -9,17 +10,19 @@ from __future__ import annotations
 
 import argparse
 
-from _common import machine_info, mean_sd, print_table, timed_fit, write_json
+from _common import add_folder_arguments, folder_name, load_folder, machine_info, mean_sd, print_table, timed_fit, write_json
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="", help="comma-separated; default: every registered method")
     parser.add_argument("--datasets", default="digits", help="comma-separated built-in data sets")
+    add_folder_arguments(parser)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--out", default="benchmarks/out/quality.json")
     args = parser.parse_args()
+    folder = load_folder(args, parser)
 
     from clusterkit import load_images
     from clusterkit.methods.registry import available_methods
@@ -27,8 +30,9 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m] or list(available_methods())
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, summary = [], []
-    for dataset in args.datasets.split(","):
-        images = load_images(f"builtin:{dataset}")
+    sets = [(folder_name(args.folder), folder)] if folder else [(name, None) for name in args.datasets.split(",")]
+    for dataset, images in sets:
+        images = images or load_images(f"builtin:{dataset}")
         for method in methods:
             results = [timed_fit(method, images, args.k, seed) for seed in seeds]
             for result in results:
