@@ -1,6 +1,6 @@
 """Robustness to occlusion: ACC on a built-in set and on its copy with a black square over a quarter of each image.
 
-    python benchmarks/occlusion.py --methods sanet,sanet-robust,kmeans,spectral --seeds 0,1,2
+    python benchmarks/occlusion.py --methods sanet,sanet-robust,sanet-either,kmeans,spectral --seeds 0,1,2
     python benchmarks/occlusion.py --dataset photo-crops --k 2 --methods sanet,sanet-local,sanet-robust,kmeans,spectral
     python benchmarks/occlusion.py --image-size 32 --methods sanet,sanet-local,kmeans,spectral
     python benchmarks/occlusion.py --folder data/fashion/images --labels data/fashion/labels.csv
@@ -19,8 +19,11 @@ from _common import add_folder_arguments, folder_name, load_folder, machine_info
 # Named option sets, so that one run puts them beside the defaults.
 VARIANTS = {
     # SA-Net's block comparison made as robust as it gets: each block described from its own pixels,
-    # blank-in-either blocks left out, every training image a candidate (exhaustive: N^2 re-ranking).
-    "sanet-robust": ("sanet", {"local_blocks": True, "blank_blocks": "either", "candidates": 10**9}),
+    # blocks judged erased by the image's neighbours left out, every training image a candidate
+    # (exhaustive: N^2 re-ranking).
+    "sanet-robust": ("sanet", {"local_blocks": True, "blank_blocks": "inferred", "candidates": 10**9}),
+    # The same with every block blank in either image left out (the robust setting before "inferred").
+    "sanet-either": ("sanet", {"local_blocks": True, "blank_blocks": "either", "candidates": 10**9}),
     # Only the blocks described from their own pixels: on images whose blocks are larger than the filters.
     "sanet-local": ("sanet", {"local_blocks": True}),
 }

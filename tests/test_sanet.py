@@ -11,7 +11,19 @@ from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import get_method_class
 from clusterkit.metrics import cluster_acc
-from clusterkit.sanet.blocks import TIE_BREAK, Blocks, Projection, describe, robust_distances, robust_neighbors, split_blocks
+from clusterkit.sanet.blocks import (
+    BLANK,
+    INK,
+    MISSING,
+    TIE_BREAK,
+    Blocks,
+    Projection,
+    describe,
+    infer_missing,
+    robust_distances,
+    robust_neighbors,
+    split_blocks,
+)
 from clusterkit.sanet.network import SpectralLayer
 from clusterkit.sanet.units import sample_patches, spectral_filters
 
@@ -187,6 +199,42 @@ def test_blank_in_either_leaves_erased_blocks_out():
     assert either[0, 0].item() == pytest.approx(0.03, rel=1e-3)
 
 
+def test_blank_blocks_where_the_neighbours_have_ink_are_inferred_missing():
+    # Query: blocks 0 and 1 blank. Its three neighbours: two have ink at block 0 (so it was erased),
+    # only one at block 1 (so it is background, and stays evidence).
+    state = torch.full((4, 4), INK, dtype=torch.uint8)
+    state[0, :2] = BLANK
+    state[1:, 1] = BLANK
+    state[1, 1] = INK
+    state[3, 0] = BLANK
+    data = Blocks(torch.zeros(4, 4, 2), state)
+    inferred = infer_missing(Blocks(data.vectors[:1], state[:1]), data, torch.tensor([[1, 2, 3]]))
+    assert inferred.state[0].tolist() == [MISSING, BLANK, INK, INK]
+
+
+def test_inferred_rule_leaves_out_missing_blocks_but_keeps_blank_evidence():
+    # Query blocks 0-3 have no ink where the other image has ink (error 3 each), the other 12 match
+    # closely (0.03). Blocks 0-1 are MISSING (erased): left out. Blocks 2-3 are BLANK (background): a
+    # real difference, counted, as under "both"; "either" would drop all four.
+    vectors = torch.zeros(2, 16, 3)
+    vectors[1, :4] = 1.0
+    vectors[1, 4:] = 0.1
+    state = torch.full((2, 16), INK, dtype=torch.uint8)
+    state[0, :2] = MISSING
+    state[0, 2:4] = BLANK
+    query, data, pairs = Blocks(vectors[:1], state[:1]), Blocks(vectors, state), torch.tensor([[1]])
+    inferred = robust_distances(query, data, pairs, 1.0, torch.device("cpu"), "inferred")
+    assert inferred[0, 0].item() == pytest.approx((2 * 3 + 12 * 0.03) / 14, rel=1e-3)
+
+
+def test_inferred_blank_rule_keeps_training_images_in_their_cluster():
+    images = load_builtin("digits-occluded").subset(range(600))
+    options = {**FAST, "subset_size": 300, "local_blocks": True, "blank_blocks": "inferred", "candidates": 10**9}
+    model = get_method_class("sanet")(k=10, seed=0, device="cpu", **options).fit(images)
+    assert (model.train_blocks_.state == MISSING).any()
+    assert (model.predict(images) == model.training_labels_).all()
+
+
 def test_local_blocks_depend_on_their_own_pixels_only():
     # With local_blocks, each block goes through the layers on its own: changing one input block
     # changes that block's descriptor and no other (a whole-image convolution would leak into the
@@ -222,7 +270,7 @@ def test_blank_threshold_and_pca_sample_is_random_not_the_first_images(digits):
 def test_projection_in_chunks_equals_one_pass(fitted, monkeypatch):
     import clusterkit.sanet.blocks as blocks_module
 
-    blocks = Blocks(fitted.train_blocks_.vectors[:300], fitted.train_blocks_.blank[:300])
+    blocks = Blocks(fitted.train_blocks_.vectors[:300], fitted.train_blocks_.state[:300])
     one_pass = ((blocks.flat() - fitted.projection_.mean) @ fitted.projection_.axes).numpy()
     monkeypatch.setattr(blocks_module, "RERANK_ELEMENTS", blocks.vectors[0].numel() * 7)  # 7 rows a chunk
     assert np.allclose(fitted.projection_(blocks), one_pass, atol=1e-5)
@@ -247,7 +295,7 @@ def test_bad_options_are_input_errors():
 
 def test_faiss_and_sklearn_neighbours_agree(fitted):
     pytest.importorskip("faiss")
-    blocks = Blocks(fitted.train_blocks_.vectors[:400], fitted.train_blocks_.blank[:400])
+    blocks = Blocks(fitted.train_blocks_.vectors[:400], fitted.train_blocks_.state[:400])
     args = (blocks, blocks, Projection.fit(blocks, 64), 10, 50, 0.75, torch.device("cpu"))
     d_sk, i_sk = robust_neighbors(*args, backend="sklearn", exclude_self=True)
     d_fa, i_fa = robust_neighbors(*args, backend="faiss", exclude_self=True)
@@ -260,7 +308,7 @@ def test_exhaustive_search_equals_reranking_every_image(fitted, monkeypatch, bla
     """candidates >= N takes the chunked all-pairs path; it must find what re-ranking all rows finds."""
     import clusterkit.sanet.blocks as blocks_module
 
-    blocks = Blocks(fitted.train_blocks_.vectors[:300], fitted.train_blocks_.blank[:300])
+    blocks = Blocks(fitted.train_blocks_.vectors[:300], fitted.train_blocks_.state[:300])
     everyone = torch.arange(300).expand(300, 300)
     reference = robust_distances(blocks, blocks, everyone, 0.75, torch.device("cpu"), blank_blocks)
     reference = reference.masked_fill(torch.eye(300, dtype=torch.bool), float("inf")).topk(10, largest=False)
@@ -270,7 +318,7 @@ def test_exhaustive_search_equals_reranking_every_image(fitted, monkeypatch, bla
     assert np.allclose(dist, reference.values.sqrt().numpy(), rtol=1e-4, atol=1e-5)
     assert (idx == reference.indices.numpy()).mean() > 0.99  # ties may order differently
     # Fewer queries than rows (what assign does): the first 100 images against all 300.
-    queries = Blocks(blocks.vectors[:100], blocks.blank[:100])
+    queries = Blocks(blocks.vectors[:100], blocks.state[:100])
     dist, idx = robust_neighbors(queries, blocks, fitted.projection_, 10, 10**9, 0.75, torch.device("cpu"),
                                  "sklearn", exclude_self=False, blank_blocks=blank_blocks)
     expected = robust_distances(queries, blocks, everyone[:100], 0.75, torch.device("cpu"), blank_blocks)
@@ -287,7 +335,7 @@ def test_exhaustive_search_equals_reranking_every_image(fitted, monkeypatch, bla
 def test_projection_spans_the_principal_subspace(fitted, rows, n_blocks):
     """Same distances as projecting on the SVD's axes; axes are orthonormal, or zero where the sample
     has no variance left (40 images span at most 39 directions)."""
-    sample = Blocks(fitted.train_blocks_.vectors[:rows, :n_blocks], fitted.train_blocks_.blank[:rows, :n_blocks])
+    sample = Blocks(fitted.train_blocks_.vectors[:rows, :n_blocks], fitted.train_blocks_.state[:rows, :n_blocks])
     projection = Projection.fit(sample, 64)
     centered = sample.flat() - sample.flat().mean(dim=0)
     _, _, vt = torch.linalg.svd(centered.double(), full_matrices=False)

@@ -21,7 +21,7 @@ from ..data.images import ImageSet
 from ..engine.data import float_batches
 from ..engine.device import resolve_device
 from ..errors import InputError
-from ..sanet.blocks import CELL, Blocks, Projection, blank_threshold, describe, robust_neighbors, split_blocks
+from ..sanet.blocks import CELL, Blocks, Projection, blank_threshold, describe, infer_missing, robust_neighbors, split_blocks
 from ..sanet.network import SpectralLayer, forward, map_images
 from ..sanet.units import sample_patches, spectral_filters
 from ..spectral import affinity_from_neighbors, eigengap_k, embed_for_clustering, neighbor_vote, spectral_embedding
@@ -40,7 +40,9 @@ class SANetConfig(MethodConfig):
     keep_fraction: share of each pair's informative blocks (not blank in both; the most similar ones)
     that count in the image distance. blank_blocks: a block leaves a pair's comparison when it is blank
     (no ink) in both images, or in either ('either': blank may mean erased by an occluder; costs the
-    evidence of blank areas on clean images). local_blocks: each block goes through the layers on its own
+    evidence of blank areas on clean images), or ('inferred') when blank in both or blank in either where
+    most of that image's robust neighbours (found under 'either') have ink: erased, not background
+    (a second neighbour search). local_blocks: each block goes through the layers on its own
     (zero padding at its border), so that its descriptor depends on its own pixels only and an
     occluder spoils only the blocks it overlaps, not those within the filters' reach of it. Off by
     default: a block is a fraction of the image (2 x 2 px on 8 x 8 digits), smaller than the filters,
@@ -64,7 +66,7 @@ class SANetConfig(MethodConfig):
     ridge: float = 1e-3
     grid: int = 4
     keep_fraction: float = 0.75
-    blank_blocks: Literal["both", "either"] = "both"
+    blank_blocks: Literal["both", "either", "inferred"] = "both"
     local_blocks: bool = False
     candidates: int = 50
     candidate_dims: int = 64
@@ -115,12 +117,11 @@ class SANet(ClusterMethod):
         sample = torch.from_numpy(images.pixels[chosen.numpy()]).float() / 255.0
         self.blank_norm_ = blank_threshold(sample, cfg.grid)
         self.train_blocks_ = self._describe(images.pixels, device, cfg.batch_size)
-        sample = Blocks(self.train_blocks_.vectors[chosen], self.train_blocks_.blank[chosen])
+        sample = Blocks(self.train_blocks_.vectors[chosen], self.train_blocks_.state[chosen])
         self.projection_ = Projection.fit(sample, cfg.candidate_dims)
-        dist, idx = robust_neighbors(
-            self.train_blocks_, self.train_blocks_, self.projection_, cfg.n_neighbors, cfg.candidates, cfg.keep_fraction,
-            device, cfg.knn_backend, exclude_self=True, blank_blocks=cfg.blank_blocks,
-        )
+        if cfg.blank_blocks == "inferred":
+            self.train_blocks_ = self._with_missing(self.train_blocks_, device, exclude_self=True)
+        dist, idx = self._neighbors(self.train_blocks_, cfg.n_neighbors, device, exclude_self=True)
         affinity = affinity_from_neighbors(dist, idx)
         self.graph_nnz_ = int(affinity.nnz)
         from scipy.sparse.csgraph import connected_components
@@ -176,10 +177,25 @@ class SANet(ClusterMethod):
             )
         return layers
 
+    def _neighbors(self, queries: Blocks, n: int, device: torch.device, exclude_self: bool,
+                   rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Robust-nearest training images of `queries`, under `rule` (default: the configured one)."""
+        cfg = self.config
+        return robust_neighbors(
+            queries, self.train_blocks_, self.projection_, n, cfg.candidates, cfg.keep_fraction, device,
+            cfg.knn_backend, exclude_self=exclude_self, blank_blocks=rule or cfg.blank_blocks,
+        )
+
+    def _with_missing(self, queries: Blocks, device: torch.device, exclude_self: bool) -> Blocks:
+        """`queries` with their erased blocks marked, judged by their `n_neighbors` robust-nearest
+        training images under the blank-in-either rule (blank_blocks='inferred')."""
+        _, idx = self._neighbors(queries, self.config.n_neighbors, device, exclude_self, rule="either")
+        return infer_missing(queries, self.train_blocks_, torch.from_numpy(idx))
+
     def _describe(self, pixels: np.ndarray, device: torch.device, batch_size: int) -> Blocks:
         """Block descriptors of all images, batch by batch, written into one preallocated (N, G, D) table
         (collecting the batches and concatenating them would hold the table twice)."""
-        vectors = blank = None
+        vectors = state = None
         start = 0
         with torch.inference_mode():
             for x in float_batches(pixels, batch_size, device):
@@ -187,11 +203,11 @@ class SANet(ClusterMethod):
                 part = describe(x.cpu(), forward(inputs, self.layers_).cpu(), self.config.grid, self.blank_norm_)
                 if vectors is None:
                     vectors = torch.empty((len(pixels), *part.vectors.shape[1:]), dtype=part.vectors.dtype)
-                    blank = torch.empty((len(pixels), *part.blank.shape[1:]), dtype=torch.bool)
+                    state = torch.empty((len(pixels), *part.state.shape[1:]), dtype=part.state.dtype)
                 vectors[start : start + len(x)] = part.vectors
-                blank[start : start + len(x)] = part.blank
+                state[start : start + len(x)] = part.state
                 start += len(x)
-        return Blocks(vectors, blank)
+        return Blocks(vectors, state)
 
     # --- prediction -----------------------------------------------------------------------
     @property
@@ -204,10 +220,10 @@ class SANet(ClusterMethod):
         cfg = self.config
         self.check_shape(images)
         device = resolve_device(self.device)
-        dist, idx = robust_neighbors(
-            self._describe(images.pixels, device, self.predict_batch_size), self.train_blocks_, self.projection_, cfg.vote_neighbors, cfg.candidates,
-            cfg.keep_fraction, device, cfg.knn_backend, exclude_self=False, blank_blocks=cfg.blank_blocks,
-        )
+        queries = self._describe(images.pixels, device, self.predict_batch_size)
+        if cfg.blank_blocks == "inferred":
+            queries = self._with_missing(queries, device, exclude_self=False)
+        dist, idx = self._neighbors(queries, cfg.vote_neighbors, device, exclude_self=False)
         return neighbor_vote(dist, idx, self.train_labels_.numpy(), int(self.k_))
 
     def fit_info(self) -> dict[str, Any]:
@@ -219,7 +235,7 @@ class SANet(ClusterMethod):
         return {
             "layers": [{"filters": layer.filters, "pool": layer.pool} for layer in self.layers_],
             "train_blocks": self.train_blocks_.vectors,
-            "train_blank": self.train_blocks_.blank,
+            "train_blank": self.train_blocks_.state,
             "projection_mean": self.projection_.mean,
             "projection_axes": self.projection_.axes,
             "train_labels": self.train_labels_,

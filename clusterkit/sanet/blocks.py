@@ -5,7 +5,9 @@ block (squared distance of the block vectors at the same place). Only the most s
 the robust distance is the mean of the `keep` smallest block distances, so the blocks an occluder
 spoils, which are the least similar ones, drop out. Blocks that are blank in both images (blank in the
 input: background, or an occluder) are left out rather than counted as a perfect match; otherwise two
-images occluded at the same place would look alike because of the occluder itself.
+images occluded at the same place would look alike because of the occluder itself. Where blankness
+may be an occluder's doing, it can be left out in either image (`either`), or only where the image's
+robust neighbours say so (`inferred`: a blank block where most of them have ink is taken as erased).
 
 All pairs would cost N x N, so each image's candidates come first from a kNN on the whole feature
 vector (the untrimmed distance, on its first principal components, through `neighbors.knn_query`:
@@ -29,8 +31,15 @@ from ..neighbors import Backend, knn_query
 
 CELL = 2  # each block keeps up to 2 x 2 positions of the map: a little layout inside the block
 BLANK_FRACTION = 0.1  # an input block under 10% of the mean input-block norm counts as blank
-BlankRule = Literal["both", "either"]
-_BLANK_RULES = {"both": torch.logical_and, "either": torch.logical_or}  # which blocks a pair leaves out
+# A block's state: ink; blank (no ink in the input); or blank where the image's neighbours have ink,
+# taken as erased (by an occluder) rather than as background: missing.
+INK, BLANK, MISSING = 0, 1, 2
+BlankRule = Literal["both", "either", "inferred"]
+_BLANK_RULES = {  # which blocks a pair leaves out, from the two images' block states
+    "both": lambda a, b: (a >= BLANK) & (b >= BLANK),
+    "either": lambda a, b: (a >= BLANK) | (b >= BLANK),
+    "inferred": lambda a, b: (a == MISSING) | (b == MISSING) | ((a >= BLANK) & (b >= BLANK)),
+}
 TIE_BREAK = 1e-6  # weight of the untrimmed mean block distance in the robust one: orders ties only
 RERANK_ELEMENTS = 1 << 22  # floats in one re-ranking chunk (queries x candidates x blocks x dims): 16 MB
 
@@ -47,10 +56,11 @@ def block_features(maps: torch.Tensor, grid: int) -> torch.Tensor:
 
 @dataclass
 class Blocks:
-    """Block vectors (N, G, D) of the last map, and which blocks are blank in the input (N, G)."""
+    """Block vectors (N, G, D) of the last map, and each block's state (N, G): INK, BLANK or MISSING
+    (a bool mask reads as blank or not)."""
 
     vectors: torch.Tensor
-    blank: torch.Tensor
+    state: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -122,7 +132,7 @@ def describe(inputs: torch.Tensor, last: torch.Tensor, grid: int, blank_norm: fl
         vectors = block_features(last, grid)
     else:
         vectors = block_features(last, 1).reshape(len(inputs), grid * grid, -1)
-    return Blocks(vectors.half(), blank)
+    return Blocks(vectors.half(), blank.to(torch.uint8) * BLANK)
 
 
 def blank_threshold(inputs: torch.Tensor, grid: int) -> float:
@@ -169,7 +179,8 @@ def robust_distances(
     ordered by `_trimmed_mean`'s tie-break), n the pair's informative blocks: not blank in both
     images (`blank_blocks="both"`), or not blank in either
     (`"either"`: blankness may be missing ink, as where an occluder erased strokes, so it is no
-    evidence; but then a blank area is no evidence on clean images either). A pair with no
+    evidence; but then a blank area is no evidence on clean images either), or neither blank in both
+    nor missing in either (`"inferred"`, states from `infer_missing`). A pair with no
     informative block at all gets an infinite distance. Queries go in chunks sized so that the
     gathered candidate blocks stay small, whatever N is.
     """
@@ -180,7 +191,7 @@ def robust_distances(
         cand = candidates[start:stop]
         q = queries.vectors[start:stop].to(device).float()
         block = (data.vectors[cand].to(device).float() - q[:, None]).pow_(2).sum(dim=-1)  # b, C, G
-        pair_blank = _BLANK_RULES[blank_blocks](queries.blank[start:stop, None, :], data.blank[cand])
+        pair_blank = _BLANK_RULES[blank_blocks](queries.state[start:stop, None, :], data.state[cand])
         out.append(_trimmed_mean(block, pair_blank.to(device), keep_fraction).cpu())
     return torch.cat(out)
 
@@ -203,17 +214,17 @@ def all_pairs_neighbors(
     # values and indices, masks, the cumulative sum), so b = m = sqrt(budget / 8G) keeps it in budget.
     rows = max(1, int((RERANK_ELEMENTS // (8 * data.vectors.shape[1])) ** 0.5))
     # The table goes to the device once (in half precision), not once per query chunk.
-    data_vectors, data_blank = data.vectors.to(device), data.blank.to(device)
+    data_vectors, data_state = data.vectors.to(device), data.state.to(device)
     best_dist, best_idx = [], []
     for q_start in range(0, len(queries), rows):
         q = queries.vectors[q_start : q_start + rows].to(device).float().transpose(0, 1)  # G, b, D
-        q_blank = queries.blank[q_start : q_start + rows].to(device)
+        q_state = queries.state[q_start : q_start + rows].to(device)
         dist = torch.full((q.shape[1], 0), float("inf"), device=device)
         idx = torch.zeros((q.shape[1], 0), dtype=torch.long, device=device)
         for d_start in range(0, len(data), rows):
             x = data_vectors[d_start : d_start + rows].float().transpose(0, 1)  # G, m, D
             block = torch.cdist(q, x, compute_mode="donot_use_mm_for_euclid_dist").pow_(2)  # G, b, m
-            pair_blank = _BLANK_RULES[blank_blocks](q_blank[:, None, :], data_blank[d_start : d_start + rows][None])
+            pair_blank = _BLANK_RULES[blank_blocks](q_state[:, None, :], data_state[d_start : d_start + rows][None])
             chunk = _trimmed_mean(block.permute(1, 2, 0).contiguous(), pair_blank, keep_fraction)  # b, m
             chunk_idx = torch.arange(d_start, d_start + chunk.shape[1], device=device).expand_as(chunk)
             if exclude_self:
@@ -250,3 +261,18 @@ def robust_neighbors(
     finite_max = values[torch.isfinite(values)].max() if torch.isfinite(values).any() else torch.tensor(1.0)
     values = torch.where(torch.isfinite(values), values, finite_max)
     return values.clamp_min(0).sqrt().numpy(), indices.numpy()
+
+
+def infer_missing(queries: Blocks, data: Blocks, neighbors: torch.Tensor) -> Blocks:
+    """`queries` with each BLANK block that most of its `neighbors` (rows of `data`, (Q, n)) have ink
+    in marked MISSING: erased rather than background.
+
+    On its own a blank block is ambiguous: an occluder of the background's colour erases ink, and an
+    erased stroke looks like a stroke another class lacks. Neighbours found without blank blocks (the
+    `either` rule) settle it by majority: where the images most like this one have ink, its blank is
+    taken as erased and left out of its comparisons; where they are blank too, it stays evidence.
+    """
+    blank = queries.state >= BLANK
+    ink_share = (data.state[neighbors] == INK).float().mean(dim=1)  # Q, G
+    missing = blank & (ink_share > 0.5)
+    return Blocks(queries.vectors, blank.to(torch.uint8) * BLANK + missing.to(torch.uint8) * (MISSING - BLANK))
