@@ -21,7 +21,17 @@ from ..data.images import ImageSet
 from ..engine.data import float_batches
 from ..engine.device import resolve_device
 from ..errors import InputError
-from ..sanet.blocks import CELL, Blocks, Projection, blank_threshold, describe, infer_missing, robust_neighbors, split_blocks
+from ..sanet.blocks import (
+    CELL,
+    BlankRule,
+    Blocks,
+    Projection,
+    blank_threshold,
+    describe,
+    infer_missing,
+    robust_neighbors,
+    split_blocks,
+)
 from ..sanet.network import SpectralLayer, forward, map_images
 from ..sanet.units import sample_patches, spectral_filters
 from ..spectral import affinity_from_neighbors, eigengap_k, embed_for_clustering, neighbor_vote, spectral_embedding
@@ -178,7 +188,7 @@ class SANet(ClusterMethod):
         return layers
 
     def _neighbors(self, queries: Blocks, n: int, device: torch.device, exclude_self: bool,
-                   rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   rule: BlankRule | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Robust-nearest training images of `queries`, under `rule` (default: the configured one)."""
         cfg = self.config
         return robust_neighbors(
