@@ -39,7 +39,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from clusterkit.io import atomic_write_text
+    from clusterkit.io import atomic_write, atomic_write_text
 
     images, labels = read_idx(args.images), read_idx(args.labels)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
@@ -51,7 +51,8 @@ def main() -> None:
     rows = ["path,label"]
     for i in chosen:
         name = f"{i:05d}.png"
-        Image.fromarray(images[i], mode="L").save(args.out / "images" / name)
+        image = Image.fromarray(images[i], mode="L")
+        atomic_write(args.out / "images" / name, lambda fh, image=image: image.save(fh, format="PNG"), binary=True)
         rows.append(f"{name},{labels[i]}")
     atomic_write_text(args.out / "labels.csv", "\n".join(rows) + "\n")
     print(f"{len(chosen)} images -> {args.out / 'images'}, labels -> {args.out / 'labels.csv'}")
