@@ -227,11 +227,15 @@ def test_inferred_rule_leaves_out_missing_blocks_but_keeps_blank_evidence():
     assert inferred[0, 0].item() == pytest.approx((2 * 3 + 12 * 0.03) / 14, rel=1e-3)
 
 
-def test_inferred_blank_rule_keeps_training_images_in_their_cluster():
+def test_inferred_blank_rule_judges_training_images_at_assign_as_at_fit():
+    """`assign` marks a training image's erased blocks as the fit did (it does not vote on its own
+    blanks), and so gives it its own cluster."""
     images = load_builtin("digits-occluded").subset(range(600))
     options = {**FAST, "subset_size": 300, "local_blocks": True, "blank_blocks": "inferred", "candidates": 10**9}
     model = get_method_class("sanet")(k=10, seed=0, device="cpu", **options).fit(images)
     assert (model.train_blocks_.state == MISSING).any()
+    again = model._with_missing(model._describe(images.pixels, torch.device("cpu"), 256), torch.device("cpu"), training=False)
+    assert torch.equal(again.state, model.train_blocks_.state)
     assert (model.predict(images) == model.training_labels_).all()
 
 
@@ -303,12 +307,16 @@ def test_faiss_and_sklearn_neighbours_agree(fitted):
     assert (i_sk == i_fa).mean() > 0.98  # ties may order differently
 
 
-@pytest.mark.parametrize("blank_blocks", ["both", "either"])
+@pytest.mark.parametrize("blank_blocks", ["both", "either", "inferred"])
 def test_exhaustive_search_equals_reranking_every_image(fitted, monkeypatch, blank_blocks):
     """candidates >= N takes the chunked all-pairs path; it must find what re-ranking all rows finds."""
     import clusterkit.sanet.blocks as blocks_module
 
-    blocks = Blocks(fitted.train_blocks_.vectors[:300], fitted.train_blocks_.state[:300])
+    state = fitted.train_blocks_.state[:300].clone()
+    if blank_blocks == "inferred":  # some blanks judged erased, so that the rule has them to leave out
+        state[::2][state[::2] == BLANK] = MISSING
+        assert (state == MISSING).any()
+    blocks = Blocks(fitted.train_blocks_.vectors[:300], state)
     everyone = torch.arange(300).expand(300, 300)
     reference = robust_distances(blocks, blocks, everyone, 0.75, torch.device("cpu"), blank_blocks)
     reference = reference.masked_fill(torch.eye(300, dtype=torch.bool), float("inf")).topk(10, largest=False)

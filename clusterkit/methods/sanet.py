@@ -130,7 +130,7 @@ class SANet(ClusterMethod):
         sample = Blocks(self.train_blocks_.vectors[chosen], self.train_blocks_.state[chosen])
         self.projection_ = Projection.fit(sample, cfg.candidate_dims)
         if cfg.blank_blocks == "inferred":
-            self.train_blocks_ = self._with_missing(self.train_blocks_, device, exclude_self=True)
+            self.train_blocks_ = self._with_missing(self.train_blocks_, device, training=True)
         dist, idx = self._neighbors(self.train_blocks_, cfg.n_neighbors, device, exclude_self=True)
         affinity = affinity_from_neighbors(dist, idx)
         self.graph_nnz_ = int(affinity.nnz)
@@ -196,10 +196,20 @@ class SANet(ClusterMethod):
             cfg.knn_backend, exclude_self=exclude_self, blank_blocks=rule or cfg.blank_blocks,
         )
 
-    def _with_missing(self, queries: Blocks, device: torch.device, exclude_self: bool) -> Blocks:
+    def _with_missing(self, queries: Blocks, device: torch.device, training: bool) -> Blocks:
         """`queries` with their erased blocks marked, judged by their `n_neighbors` robust-nearest
-        training images under the blank-in-either rule (blank_blocks='inferred')."""
-        _, idx = self._neighbors(queries, self.config.n_neighbors, device, exclude_self, rule="either")
+        training images under the blank-in-either rule (blank_blocks='inferred').
+
+        An image does not vote on its own blanks: the fit leaves each training image out of its own
+        neighbours, and for other images an exact copy (distance 0) is left out, so that `assign`
+        marks a training image's blocks as the fit did.
+        """
+        n = self.config.n_neighbors
+        if training:
+            _, idx = self._neighbors(queries, n, device, exclude_self=True, rule="either")
+        else:
+            dist, idx = self._neighbors(queries, n + 1, device, exclude_self=False, rule="either")
+            idx = np.where(dist[:, :1] == 0, idx[:, 1:], idx[:, :-1])
         return infer_missing(queries, self.train_blocks_, torch.from_numpy(idx))
 
     def _describe(self, pixels: np.ndarray, device: torch.device, batch_size: int) -> Blocks:
@@ -232,7 +242,7 @@ class SANet(ClusterMethod):
         device = resolve_device(self.device)
         queries = self._describe(images.pixels, device, self.predict_batch_size)
         if cfg.blank_blocks == "inferred":
-            queries = self._with_missing(queries, device, exclude_self=False)
+            queries = self._with_missing(queries, device, training=False)
         dist, idx = self._neighbors(queries, cfg.vote_neighbors, device, exclude_self=False)
         return neighbor_vote(dist, idx, self.train_labels_.numpy(), int(self.k_))
 
@@ -245,7 +255,7 @@ class SANet(ClusterMethod):
         return {
             "layers": [{"filters": layer.filters, "pool": layer.pool} for layer in self.layers_],
             "train_blocks": self.train_blocks_.vectors,
-            "train_blank": self.train_blocks_.state,
+            "train_blank": self.train_blocks_.state,  # block states; the key predates MISSING (old: bool)
             "projection_mean": self.projection_.mean,
             "projection_axes": self.projection_.axes,
             "train_labels": self.train_labels_,
