@@ -47,6 +47,8 @@ def main() -> None:
     chosen = np.arange(len(images))
     if 0 < args.n < len(images):
         chosen = np.sort(np.random.default_rng(args.seed).permutation(len(images))[: args.n])
+    if (args.out / "images").is_dir() and any((args.out / "images").iterdir()):
+        raise SystemExit(f"error: {args.out / 'images'} already holds files; remove it or choose another folder")
     (args.out / "images").mkdir(parents=True, exist_ok=True)
     rows = ["path,label"]
     for i in chosen:

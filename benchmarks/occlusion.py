@@ -36,13 +36,16 @@ def summarize(runs: list[dict], method: str, dataset: str, key: str) -> tuple[fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="sanet,kmeans,spectral")
-    parser.add_argument("--dataset", default="digits", help="built-in set; occluded by the same rule as builtin:digits-occluded")
+    parser.add_argument("--dataset", default=None, help="built-in set (default: digits); occluded by the same rule as builtin:digits-occluded")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=None, help="resample the set to this side first (bilinear), then occlude")
     add_folder_arguments(parser)
     parser.add_argument("--out", default=None, help="default: benchmarks/out/occlusion[-DATASET].json")
     args = parser.parse_args()
+    if args.folder and args.dataset:
+        parser.error("--folder replaces --dataset: give one of them")
+    args.dataset = args.dataset or "digits"
     folder = load_folder(args, parser, image_size=args.image_size)
 
     from clusterkit import load_images

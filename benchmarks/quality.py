@@ -16,12 +16,14 @@ from _common import add_folder_arguments, folder_name, load_folder, machine_info
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="", help="comma-separated; default: every registered method")
-    parser.add_argument("--datasets", default="digits", help="comma-separated built-in data sets")
+    parser.add_argument("--datasets", default=None, help="comma-separated built-in data sets (default: digits)")
     add_folder_arguments(parser)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--out", default="benchmarks/out/quality.json")
+    parser.add_argument("--out", default=None, help="default: benchmarks/out/quality[-FOLDER].json")
     args = parser.parse_args()
+    if args.folder and args.datasets:
+        parser.error("--folder replaces --datasets: give one of them")
     folder = load_folder(args, parser)
 
     from clusterkit import load_images
@@ -30,7 +32,7 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m] or list(available_methods())
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, summary = [], []
-    sets = [(folder_name(args.folder), folder)] if folder else [(name, None) for name in args.datasets.split(",")]
+    sets = [(folder_name(args.folder), folder)] if folder else [(name, None) for name in (args.datasets or "digits").split(",")]
     for dataset, images in sets:
         images = images or load_images(f"builtin:{dataset}")
         for method in methods:
@@ -45,7 +47,8 @@ def main() -> None:
             print(f"{dataset} {method}: acc {row['acc']:.3f} ± {row['acc_sd']:.3f}", flush=True)
     print()
     print_table(summary, ["dataset", "method", "acc", "acc_sd", "nmi", "ari", "seconds"])
-    write_json(args.out, {"machine": machine_info(), "seeds": seeds, "summary": summary, "runs": runs})
+    out = args.out or f"benchmarks/out/quality{'-' + folder_name(args.folder) if folder else ''}.json"
+    write_json(out, {"machine": machine_info(), "seeds": seeds, "summary": summary, "runs": runs})
 
 
 if __name__ == "__main__":

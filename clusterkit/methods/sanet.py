@@ -47,8 +47,8 @@ class SANetConfig(MethodConfig):
     draws; patches_per_unit: patches sampled from them for the unit's graph. n_neighbors: kNN of every
     graph (patch graphs and the image graph). ridge: spectral-regression penalty as a fraction of the
     mean diagonal entry of the patch Gram matrix, tr(P^T P) / D. grid: blocks per side of the last map;
-    keep_fraction: share of each pair's informative blocks (not blank in both; the most similar ones)
-    that count in the image distance. blank_blocks: a block leaves a pair's comparison when it is blank
+    keep_fraction: share of each pair's informative blocks (those `blank_blocks` does not leave out;
+    the most similar ones) that count in the image distance. blank_blocks: a block leaves a pair's comparison when it is blank
     (no ink) in both images, or in either ('either': blank may mean erased by an occluder; costs the
     evidence of blank areas on clean images), or ('inferred') when blank in both or blank in either where
     most of that image's robust neighbours (found under 'either') have ink: erased, not background
