@@ -54,8 +54,8 @@ def main() -> None:
 
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
-    clean = folder or load_images(f"builtin:{args.dataset}", image_size=args.image_size)
-    set_name = folder_name(args.folder) if folder else args.dataset
+    clean = folder if folder is not None else load_images(f"builtin:{args.dataset}", image_size=args.image_size)
+    set_name = folder_name(args.folder) if args.folder else args.dataset
     occluded = ImageSet(paths=clean.paths, pixels=occlude(clean.pixels), labels=clean.labels)
     runs = []
     for dataset, images in (("clean", clean), ("occluded", occluded)):

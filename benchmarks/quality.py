@@ -32,9 +32,9 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m] or list(available_methods())
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, summary = [], []
-    sets = [(folder_name(args.folder), folder)] if folder else [(name, None) for name in (args.datasets or "digits").split(",")]
+    sets = [(folder_name(args.folder), folder)] if folder is not None else [(name, None) for name in (args.datasets or "digits").split(",")]
     for dataset, images in sets:
-        images = images or load_images(f"builtin:{dataset}")
+        images = images if images is not None else load_images(f"builtin:{dataset}")
         for method in methods:
             results = [timed_fit(method, images, args.k, seed) for seed in seeds]
             for result in results:
@@ -47,7 +47,7 @@ def main() -> None:
             print(f"{dataset} {method}: acc {row['acc']:.3f} ± {row['acc_sd']:.3f}", flush=True)
     print()
     print_table(summary, ["dataset", "method", "acc", "acc_sd", "nmi", "ari", "seconds"])
-    out = args.out or f"benchmarks/out/quality{'-' + folder_name(args.folder) if folder else ''}.json"
+    out = args.out or f"benchmarks/out/quality{'-' + folder_name(args.folder) if args.folder else ''}.json"
     write_json(out, {"machine": machine_info(), "seeds": seeds, "summary": summary, "runs": runs})
 
 
