@@ -106,6 +106,14 @@ def embed_for_clustering(vectors: np.ndarray, n_clusters: int) -> np.ndarray:
     return u / np.maximum(norms, 1e-12)
 
 
+def relaxed_cut(eigenvalues: np.ndarray, n_clusters: int) -> float:
+    """Mean of the `n_clusters` smallest eigenvalues of L_sym: the relaxed normalized cut of the best
+    k-way partition (von Luxburg 2007, sec. 5), low when the graph falls into k loosely joined groups.
+    Comparable across kNN graphs of the same images and degree, so it can choose between
+    representations, as Ng, Jordan & Weiss (2002) choose the affinity's scale by the tightest clusters."""
+    return float(np.mean(np.sort(eigenvalues)[:n_clusters]))
+
+
 def eigengap_k(eigenvalues: np.ndarray, k_min: int = 2, k_max: int | None = None) -> int:
     """k with the largest gap lambda_{k+1} - lambda_k among the smallest Laplacian eigenvalues."""
     values = np.sort(eigenvalues)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from clusterkit.neighbors import knn
-from clusterkit.spectral import eigengap_k, knn_affinity, normalized_laplacian, spectral_embedding
+import scipy.sparse as sp
+
+from clusterkit.spectral import eigengap_k, knn_affinity, normalized_laplacian, relaxed_cut, spectral_embedding
 
 
 def blobs(n_per=60, centers=((0, 0), (10, 0), (0, 10)), seed=0):
@@ -37,3 +39,15 @@ def test_three_separated_blobs_give_three_zero_eigenvalues_and_eigengap_three():
     laplacian = normalized_laplacian(graph)
     residual = laplacian @ vectors[:, :3]
     assert np.abs(residual).max() < 1e-5
+
+
+def test_relaxed_cut_of_two_triangles_is_zero_for_two_groups_and_half_for_three():
+    """Two disjoint triangles (K3): L_sym has eigenvalues 0, 0 and 3/2 four times (K_n: n / (n - 1)),
+    so cutting into the two triangles is free and any third group costs 3/2: mean 0.5 over three."""
+    triangle = np.ones((3, 3)) - np.eye(3)
+    graph = sp.block_diag([triangle, triangle]).tocsr()
+    _, values = spectral_embedding(graph, 4, seed=0)
+    assert np.allclose(values, [0.0, 0.0, 1.5, 1.5], atol=1e-8)
+    assert abs(relaxed_cut(values, 2)) < 1e-8
+    assert abs(relaxed_cut(values, 3) - 0.5) < 1e-8
+    assert relaxed_cut(values[::-1], 3) == relaxed_cut(values, 3)  # order does not matter

@@ -32,7 +32,7 @@ def load_images(
         images = load_builtin(source[len(BUILTIN_PREFIX) :])
         if image_size is None and channels is None:
             return images
-        return _resample(images, image_size, channels)
+        return resample(images, image_size, channels)
     files = list_source(source, null=null, stdin=stdin)
     size, channels = _resolve_shape(files, image_size, channels, max_image_size)
     with console.progress("decoding", total=len(files)) as bar:
@@ -76,8 +76,9 @@ def _resolve_shape(
     raise InputError(f"none of the {len(files)} files could be read as an image")
 
 
-def _resample(images: ImageSet, image_size, channels) -> ImageSet:
-    """Resize / recolour an in-memory set (builtin data) exactly as files would be decoded."""
+def resample(images: ImageSet, image_size, channels=None) -> ImageSet:
+    """Resize / recolour an in-memory set (builtin data, or a method's working size) exactly as files
+    would be decoded."""
     from PIL import Image
 
     if isinstance(image_size, int):

@@ -18,6 +18,7 @@ import torch
 from .. import console
 from ..config import MethodConfig
 from ..data.images import ImageSet
+from ..data.loading import resample
 from ..engine.data import float_batches
 from ..engine.device import resolve_device
 from ..errors import InputError
@@ -34,7 +35,14 @@ from ..sanet.blocks import (
 )
 from ..sanet.network import SpectralLayer, forward, map_images
 from ..sanet.units import sample_patches, spectral_filters
-from ..spectral import affinity_from_neighbors, eigengap_k, embed_for_clustering, neighbor_vote, spectral_embedding
+from ..spectral import (
+    affinity_from_neighbors,
+    eigengap_k,
+    embed_for_clustering,
+    neighbor_vote,
+    relaxed_cut,
+    spectral_embedding,
+)
 from .base import ClusterMethod, FitContext
 from .registry import register
 
@@ -62,7 +70,12 @@ class SANetConfig(MethodConfig):
     re-ranked robustly, searched on the first `candidate_dims` principal components. vote_neighbors:
     training images voting for a new image. knn_backend: 'auto' uses FAISS when installed.
     batch_size: images per forward pass. n_init: k-means restarts.
-    k_max: largest k tried by --k auto (eigengap)."""
+    k_max: largest k tried by --k auto (eigengap). working_size: the shorter side, in pixels, that images
+    are resized to before the layers: the filters have a fixed size in pixels, so what they see (a stroke,
+    a texture, a whole part) depends on it. 'auto' tries the input size and its halvings down to
+    2 x grid px and keeps the size whose image graph has the smallest relaxed normalized cut (the mean of
+    its first k Laplacian eigenvalues: the clearest k groups), judged on the same seeded `subset_size`
+    images at every size; Ng, Jordan & Weiss choose their affinity's scale the same way."""
 
     layers: int = 2
     units: int = 4
@@ -85,6 +98,7 @@ class SANetConfig(MethodConfig):
     batch_size: int = 256
     n_init: int = 10
     k_max: int = 20
+    working_size: Literal["auto"] | int = "auto"
 
     def validate(self) -> None:
         positive = ("layers", "units", "filters", "patch_size", "deep_patch_size", "pool", "grid", "batch_size", "n_init", "candidate_dims")
@@ -102,6 +116,13 @@ class SANetConfig(MethodConfig):
             raise InputError(f"sanet option keep_fraction must be in (0, 1], got {self.keep_fraction}")
         if not self.ridge > 0:
             raise InputError(f"sanet option ridge must be > 0, got {self.ridge}")
+        if self.working_size != "auto" and self.working_size < self.grid:
+            raise InputError(f"sanet option working_size must be 'auto' or >= grid ({self.grid}), got {self.working_size}")
+
+
+def scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    """(height, width) times `factor`, rounded, at least one pixel."""
+    return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
 
 
 @register
@@ -115,9 +136,57 @@ class SANet(ClusterMethod):
 
     # --- learning -------------------------------------------------------------------------
     def _fit(self, images: ImageSet, context: FitContext) -> None:
-        cfg = self.config
         device = resolve_device(self.device)
         self.device_ = str(device)
+        self.size_cuts_: dict[str, float] = {}
+        sizes = self._working_sizes(images.size)
+        if len(sizes) == 1:
+            self._fit_at(images, sizes[0], device)
+        else:
+            self._fit_best_size(images, sizes, device)
+
+    def _working_sizes(self, size: tuple[int, int]) -> list[tuple[int, int]]:
+        """The configured working size, or (auto) the input size and its halvings down to 2 x grid px."""
+        working = self.config.working_size
+        if working != "auto":
+            return [scaled(size, working / min(size))]
+        smallest = 2 * self.config.grid
+        sizes, factor = [size], 2
+        while min(size) // factor >= smallest:
+            sizes.append(scaled(size, 1 / factor))
+            factor *= 2
+        return sizes
+
+    def _fit_best_size(self, images: ImageSet, sizes: list[tuple[int, int]], device: torch.device) -> None:
+        """Fit on a seeded sample at every candidate size, keep the size with the smallest relaxed cut,
+        then fit all images at it (or keep the sample's fit when the sample is all images)."""
+        cfg = self.config
+        generator = torch.Generator().manual_seed(self.seed)
+        chosen = torch.randperm(len(images), generator=generator)[: cfg.subset_size].sort().values.numpy()
+        sample = images if len(chosen) == len(images) else images.subset(chosen)
+        requested_k, best = self.k_, None
+        for size in sizes:
+            self.k_ = requested_k
+            self._fit_at(sample, size, device)
+            cut = relaxed_cut(np.asarray(self.eigenvalues_), int(self.k_))
+            self.size_cuts_[f"{size[0]}x{size[1]}"] = round(cut, 6)
+            console.info(f"sanet: working size {size[0]}x{size[1]}: relaxed cut {cut:.4f} on {len(sample)} images")
+            if best is None or cut < best[0]:
+                best = (cut, size, self.k_, self.state_dict())
+        cut, size, k, state = best
+        console.info(f"sanet: working size {size[0]}x{size[1]} (smallest relaxed cut, {cut:.4f})")
+        if sample is images:
+            self.k_ = k
+            self.load_state_dict(state)
+        else:
+            self.k_ = requested_k
+            self._fit_at(images, size, device)
+
+    def _fit_at(self, images: ImageSet, size: tuple[int, int], device: torch.device) -> None:
+        """The whole fit with the images resized to `size`: layers, block table, graph, partition."""
+        cfg = self.config
+        self.working_size_ = size
+        images = self._at_working_size(images)
         self.layers_ = self._fit_layers(images.pixels, device)
         console.info(f"sanet: describing {len(images)} images through {len(self.layers_)} layer(s)")
         # A seeded random sample, not the first images: folders are read sorted by path, and
@@ -239,6 +308,7 @@ class SANet(ClusterMethod):
         robust-nearest training images (the same trimmed block distance as the training graph)."""
         cfg = self.config
         self.check_shape(images)
+        images = self._at_working_size(images)
         device = resolve_device(self.device)
         queries = self._describe(images.pixels, device, self.predict_batch_size)
         if cfg.blank_blocks == "inferred":
@@ -248,7 +318,11 @@ class SANet(ClusterMethod):
 
     def fit_info(self) -> dict[str, Any]:
         return {"layers_used": len(self.layers_), "eigenvalues": self.eigenvalues_, "graph_nnz": self.graph_nnz_,
-                "graph_components": self.graph_components_}
+                "graph_components": self.graph_components_, "working_size": list(self.working_size_),
+                "working_size_cuts": self.size_cuts_}
+
+    def _at_working_size(self, images: ImageSet) -> ImageSet:
+        return images if images.size == tuple(self.working_size_) else resample(images, self.working_size_)
 
     # --- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -263,6 +337,7 @@ class SANet(ClusterMethod):
             "graph_nnz": self.graph_nnz_,
             "graph_components": self.graph_components_,
             "blank_norm": self.blank_norm_,
+            "working_size": list(self.working_size_),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -274,3 +349,5 @@ class SANet(ClusterMethod):
         self.graph_nnz_ = int(state["graph_nnz"])
         self.graph_components_ = int(state.get("graph_components", 0)) or None
         self.blank_norm_ = float(state["blank_norm"])
+        self.working_size_ = tuple(state.get("working_size", self.image_shape_[1:]))  # older models: input size
+        self.size_cuts_ = getattr(self, "size_cuts_", {})
