@@ -383,3 +383,19 @@ def test_projection_spans_the_principal_subspace(fitted, rows, n_blocks):
     gram = projection.axes.T.double() @ projection.axes.double()
     assert torch.allclose(gram, torch.diag(torch.diag(gram)), atol=1e-4)
     assert int(torch.diag(gram).gt(0.5).sum()) == used
+
+
+def test_training_table_is_projected_once_per_model(digits, monkeypatch):
+    """The candidate search's axes are fixed after the fit: the training table's coordinates are
+    computed once (two searches with `inferred` blanks, then two `assign` calls), not per search."""
+    sizes = []
+    original = Projection.__call__
+    monkeypatch.setattr(Projection, "__call__", lambda self, blocks: sizes.append(len(blocks)) or original(self, blocks))
+    images = digits.subset(range(400))
+    options = {**FAST, "subset_size": 200, "blank_blocks": "inferred", "candidates": 30}
+    model = get_method_class("sanet")(k=10, seed=0, device="cpu", **options).fit(images)
+    new = digits.subset(range(400, 450))
+    model.predict(new)
+    model.predict(new)
+    assert sizes.count(len(images)) == 1
+    assert sizes.count(len(new)) == 4  # each assign: the new images for the missing-block vote and the final vote

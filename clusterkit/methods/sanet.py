@@ -31,6 +31,7 @@ from ..sanet.blocks import (
     describe,
     infer_missing,
     robust_neighbors,
+    searched_candidates,
     split_blocks,
 )
 from ..sanet.network import SpectralLayer, forward, map_images
@@ -198,6 +199,7 @@ class SANet(ClusterMethod):
         self.train_blocks_ = self._describe(images.pixels, device, cfg.batch_size)
         sample = Blocks(self.train_blocks_.vectors[chosen], self.train_blocks_.state[chosen])
         self.projection_ = Projection.fit(sample, cfg.candidate_dims)
+        self.train_coords_: np.ndarray | None = None
         if cfg.blank_blocks == "inferred":
             self.train_blocks_ = self._with_missing(self.train_blocks_, device, training=True)
         dist, idx = self._neighbors(self.train_blocks_, cfg.n_neighbors, device, exclude_self=True)
@@ -260,10 +262,19 @@ class SANet(ClusterMethod):
                    rule: BlankRule | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Robust-nearest training images of `queries`, under `rule` (default: the configured one)."""
         cfg = self.config
+        searched = searched_candidates(cfg.candidates, n, len(self.train_blocks_), exclude_self)
         return robust_neighbors(
             queries, self.train_blocks_, self.projection_, n, cfg.candidates, cfg.keep_fraction, device,
             cfg.knn_backend, exclude_self=exclude_self, blank_blocks=rule or cfg.blank_blocks,
+            data_coords=self._train_coords() if searched < len(self.train_blocks_) else None,
         )
+
+    def _train_coords(self) -> np.ndarray:
+        """The training table on the candidate-search axes, projected once per fitted or loaded model
+        (marking missing blocks changes block states, not vectors)."""
+        if self.train_coords_ is None:
+            self.train_coords_ = self.projection_(self.train_blocks_)
+        return self.train_coords_
 
     def _with_missing(self, queries: Blocks, device: torch.device, training: bool) -> Blocks:
         """`queries` with their erased blocks marked, judged by their `n_neighbors` robust-nearest
@@ -344,6 +355,7 @@ class SANet(ClusterMethod):
         self.layers_ = [SpectralLayer(layer["filters"], int(layer["pool"])) for layer in state["layers"]]
         self.train_blocks_ = Blocks(state["train_blocks"], state["train_blank"])
         self.projection_ = Projection(state["projection_mean"], state["projection_axes"])
+        self.train_coords_ = None
         self.train_labels_ = state["train_labels"]
         self.eigenvalues_ = list(state["eigenvalues"])
         self.graph_nnz_ = int(state["graph_nnz"])

@@ -236,21 +236,30 @@ def all_pairs_neighbors(
     return torch.cat(best_dist), torch.cat(best_idx)
 
 
+def searched_candidates(n_candidates: int, n_neighbors: int, n_data: int, exclude_self: bool) -> int:
+    """How many candidates a robust search takes; `n_data` means every row, with no search at all."""
+    return min(max(n_candidates, n_neighbors) + int(exclude_self), n_data)
+
+
 def robust_neighbors(
     queries: Blocks, data: Blocks, projection: Projection, n_neighbors: int, n_candidates: int, keep_fraction: float,
     device: torch.device, backend: Backend, exclude_self: bool, blank_blocks: BlankRule = "both",
+    data_coords: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The `n_neighbors` robust-nearest rows of `data` for each query: (distances, indices), nearest first.
 
     With `exclude_self` the queries are `data` itself and each row's own index is removed.
+    `data_coords`: `projection(data)` where the caller keeps it, so that a fixed table is not
+    projected again on every search.
     """
-    extra = 1 if exclude_self else 0
-    n_candidates = min(max(n_candidates, n_neighbors) + extra, len(data))
-    n_neighbors = min(n_neighbors, n_candidates - extra)
+    n_candidates = searched_candidates(n_candidates, n_neighbors, len(data), exclude_self)
+    n_neighbors = min(n_neighbors, n_candidates - int(exclude_self))
     if n_candidates == len(data):  # every row is a candidate: no search, the exact all-pairs path
         values, indices = all_pairs_neighbors(queries, data, n_neighbors, keep_fraction, device, exclude_self, blank_blocks)
     else:
-        _, idx = knn_query(projection(data), projection(queries), n_candidates, backend)
+        data_coords = projection(data) if data_coords is None else data_coords
+        query_coords = data_coords if exclude_self else projection(queries)
+        _, idx = knn_query(data_coords, query_coords, n_candidates, backend)
         idx = torch.from_numpy(idx)
         dist = robust_distances(queries, data, idx, keep_fraction, device, blank_blocks)
         if exclude_self:
