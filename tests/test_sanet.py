@@ -116,6 +116,14 @@ def test_upscaled_digits_are_analysed_at_the_smaller_working_size(digits, tmp_pa
     assert np.array_equal(loaded.predict_proba(held_out), model.predict_proba(held_out))
 
 
+def test_auto_k_compares_every_working_size_at_the_input_sizes_k(digits):
+    upscaled = resample(digits.subset(range(400)), 16)
+    model = get_method_class("sanet")(k="auto", seed=0, device="cpu", **{**FAST, "subset_size": 400}).fit(upscaled)
+    at_input = get_method_class("sanet")(k="auto", seed=0, device="cpu", working_size=16, **{**FAST, "subset_size": 400})
+    assert model.k_ == at_input.fit(upscaled).k_
+    assert len(model.fit_info()["working_size_cuts"]) == 2
+
+
 def test_same_seed_same_clustering(digits):
     images = digits.subset(range(500))
     options = {"subset_size": 300, "patches_per_unit": 1500, "units": 2}

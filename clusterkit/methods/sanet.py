@@ -160,27 +160,29 @@ class SANet(ClusterMethod):
 
     def _fit_best_size(self, images: ImageSet, sizes: list[tuple[int, int]], device: torch.device) -> None:
         """Fit on a seeded sample at every candidate size, keep the size with the smallest relaxed cut,
-        then fit all images at it (or keep the sample's fit when the sample is all images)."""
+        then fit all images at it (or keep the sample's fit when the sample is all images).
+
+        Cuts are compared at one k: with --k auto, the one the eigengap picks at the input size (the
+        first candidate); a mean over fewer eigenvalues is smaller, so each size's own k would favour
+        whichever size's eigengap happens to pick a small k.
+        """
         cfg = self.config
         generator = torch.Generator().manual_seed(self.seed)
         chosen = torch.randperm(len(images), generator=generator)[: cfg.subset_size].sort().values.numpy()
         sample = images if len(chosen) == len(images) else images.subset(chosen)
-        requested_k, best = self.k_, None
+        best = None
         for size in sizes:
-            self.k_ = requested_k
-            self._fit_at(sample, size, device)
+            self._fit_at(sample, size, device)  # resolves k at the first size when it was 'auto'
             cut = relaxed_cut(np.asarray(self.eigenvalues_), int(self.k_))
             self.size_cuts_[f"{size[0]}x{size[1]}"] = round(cut, 6)
             console.info(f"sanet: working size {size[0]}x{size[1]}: relaxed cut {cut:.4f} on {len(sample)} images")
             if best is None or cut < best[0]:
-                best = (cut, size, self.k_, self.state_dict())
-        cut, size, k, state = best
+                best = (cut, size, self.state_dict())
+        cut, size, state = best
         console.info(f"sanet: working size {size[0]}x{size[1]} (smallest relaxed cut, {cut:.4f})")
         if sample is images:
-            self.k_ = k
             self.load_state_dict(state)
         else:
-            self.k_ = requested_k
             self._fit_at(images, size, device)
 
     def _fit_at(self, images: ImageSet, size: tuple[int, int], device: torch.device) -> None:
