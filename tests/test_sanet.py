@@ -96,6 +96,9 @@ def test_working_sizes_are_the_input_and_its_halvings_down_to_two_blocks_of_pixe
     assert sanet(k=2)._working_sizes((64, 48)) == [(64, 48), (32, 24), (16, 12)]
     assert sanet(k=2)._working_sizes((8, 8)) == [(8, 8)]
     assert sanet(k=2, working_size=14)._working_sizes((28, 56)) == [(14, 28)]
+    # Blocks through the filters on their own must hold a 5-px patch: 4 x 5 = 20 px at least.
+    assert sanet(k=2, local_blocks=True)._working_sizes((64, 64)) == [(64, 64), (32, 32)]
+    assert sanet(k=2, local_blocks=True)._working_sizes((28, 28)) == [(28, 28)]
 
 
 def test_upscaled_digits_are_analysed_at_the_smaller_working_size(digits, tmp_path):

@@ -147,11 +147,13 @@ class SANet(ClusterMethod):
             self._fit_best_size(images, sizes, device)
 
     def _working_sizes(self, size: tuple[int, int]) -> list[tuple[int, int]]:
-        """The configured working size, or (auto) the input size and its halvings down to 2 x grid px."""
-        working = self.config.working_size
-        if working != "auto":
-            return [scaled(size, working / min(size))]
-        smallest = 2 * self.config.grid
+        """The configured working size, or (auto) the input size and its halvings down to 2 x grid px:
+        two pixels a block. With `local_blocks`, down to grid x patch_size px only: a block that goes
+        through the filters on its own must be at least as large as the first-layer patch."""
+        cfg = self.config
+        if cfg.working_size != "auto":
+            return [scaled(size, cfg.working_size / min(size))]
+        smallest = cfg.grid * (cfg.patch_size if cfg.local_blocks else 2)
         sizes, factor = [size], 2
         while min(size) // factor >= smallest:
             sizes.append(scaled(size, 1 / factor))
