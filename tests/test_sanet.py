@@ -114,7 +114,7 @@ def test_upscaled_digits_are_analysed_at_the_smaller_working_size(digits, tmp_pa
     assert (model.predict(upscaled) == model.training_labels_).all()
     model.save(tmp_path / "model.ckpt")
     loaded = ClusterMethod.load(tmp_path / "model.ckpt")
-    assert loaded.working_size_ == (8, 8)
+    assert loaded.working_size_ == (8, 8) and loaded.fit_info()["working_size_cuts"] == model.size_cuts_
     held_out = resample(digits.subset(range(N_TRAIN, N_TRAIN + 100)), 16)
     assert np.array_equal(loaded.predict_proba(held_out), model.predict_proba(held_out))
 

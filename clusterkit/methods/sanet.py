@@ -74,7 +74,7 @@ class SANetConfig(MethodConfig):
     k_max: largest k tried by --k auto (eigengap). working_size: the shorter side, in pixels, that images
     are resized to before the layers: the filters have a fixed size in pixels, so what they see (a stroke,
     a texture, a whole part) depends on it. 'auto' tries the input size and its halvings down to
-    2 x grid px and keeps the size whose image graph has the smallest relaxed normalized cut (the mean of
+    2 x grid px (grid x patch_size with local_blocks) and keeps the size whose image graph has the smallest relaxed normalized cut (the mean of
     its first k Laplacian eigenvalues: the clearest k groups), judged on the same seeded `subset_size`
     images at every size; Ng, Jordan & Weiss choose their affinity's scale the same way."""
 
@@ -139,7 +139,7 @@ class SANet(ClusterMethod):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         device = resolve_device(self.device)
         self.device_ = str(device)
-        self.size_cuts_: dict[str, float] = {}
+        self.size_cuts_: dict[str, float] = {}  # relaxed cut per candidate size, when there are several
         sizes = self._working_sizes(images.size)
         if len(sizes) == 1:
             self._fit_at(images, sizes[0], device)
@@ -172,11 +172,11 @@ class SANet(ClusterMethod):
         generator = torch.Generator().manual_seed(self.seed)
         chosen = torch.randperm(len(images), generator=generator)[: cfg.subset_size].sort().values.numpy()
         sample = images if len(chosen) == len(images) else images.subset(chosen)
-        best = None
+        best, cuts = None, {}
         for size in sizes:
             self._fit_at(sample, size, device)  # resolves k at the first size when it was 'auto'
             cut = relaxed_cut(np.asarray(self.eigenvalues_), int(self.k_))
-            self.size_cuts_[f"{size[0]}x{size[1]}"] = round(cut, 6)
+            cuts[f"{size[0]}x{size[1]}"] = round(cut, 6)
             console.info(f"sanet: working size {size[0]}x{size[1]}: relaxed cut {cut:.4f} on {len(sample)} images")
             if best is None or cut < best[0]:
                 best = (cut, size, self.state_dict())
@@ -186,6 +186,7 @@ class SANet(ClusterMethod):
             self.load_state_dict(state)
         else:
             self._fit_at(images, size, device)
+        self.size_cuts_ = cuts
 
     def _fit_at(self, images: ImageSet, size: tuple[int, int], device: torch.device) -> None:
         """The whole fit with the images resized to `size`: layers, block table, graph, partition."""
@@ -353,6 +354,7 @@ class SANet(ClusterMethod):
             "graph_components": self.graph_components_,
             "blank_norm": self.blank_norm_,
             "working_size": list(self.working_size_),
+            "working_size_cuts": self.size_cuts_,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -366,4 +368,4 @@ class SANet(ClusterMethod):
         self.graph_components_ = int(state.get("graph_components", 0)) or None
         self.blank_norm_ = float(state["blank_norm"])
         self.working_size_ = tuple(state.get("working_size", self.image_shape_[1:]))  # older models: input size
-        self.size_cuts_ = getattr(self, "size_cuts_", {})
+        self.size_cuts_ = dict(state.get("working_size_cuts", {}))
