@@ -106,6 +106,15 @@ def embed_for_clustering(vectors: np.ndarray, n_clusters: int) -> np.ndarray:
     return u / np.maximum(norms, 1e-12)
 
 
+def partition(vectors: np.ndarray, n_clusters: int, n_init: int, seed: int) -> np.ndarray:
+    """The spectral partition: k-means with `n_init` restarts on the row-normalized first
+    `n_clusters` eigenvectors (Ng, Jordan & Weiss, 2002)."""
+    from sklearn.cluster import KMeans
+
+    embedding = embed_for_clustering(vectors, n_clusters)
+    return KMeans(n_clusters, n_init=n_init, random_state=seed).fit_predict(embedding).astype(np.int64)
+
+
 def relaxed_cut(eigenvalues: np.ndarray, n_clusters: int) -> float:
     """Mean of the `n_clusters` smallest eigenvalues of L_sym: the relaxed normalized cut of the best
     k-way partition (von Luxburg 2007, sec. 5), low when the graph falls into k loosely joined groups.

@@ -18,7 +18,7 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import InputError
 from ..neighbors import knn_query
-from ..spectral import eigengap_k, embed_for_clustering, knn_affinity, neighbor_vote, spectral_embedding
+from ..spectral import eigengap_k, knn_affinity, neighbor_vote, partition, spectral_embedding
 from .base import ClusterMethod, FitContext
 from .registry import register
 
@@ -203,12 +203,8 @@ class SpectralMethod(_ClassicalMethod):
         if self.k_ == "auto":
             selection = {"criterion": "eigengap", "eigenvalues": [float(v) for v in values]}
             self._set_auto_k(eigengap_k(values, 2, len(values) - 1), selection)
-        from sklearn.cluster import KMeans
-
-        embedding = embed_for_clustering(vectors, self.k_)
-        labels = KMeans(self.k_, n_init=self.config.n_init, random_state=self.seed).fit_predict(embedding)
         self.train_features_ = x.astype(np.float32)
-        self.train_labels_ = labels.astype(np.int64)
+        self.train_labels_ = partition(vectors, self.k_, self.config.n_init, self.seed)
 
     @property
     def training_labels_(self) -> np.ndarray:

@@ -39,8 +39,8 @@ from ..sanet.units import sample_patches, spectral_filters
 from ..spectral import (
     affinity_from_neighbors,
     eigengap_k,
-    embed_for_clustering,
     neighbor_vote,
+    partition,
     relaxed_cut,
     spectral_embedding,
 )
@@ -224,11 +224,7 @@ class SANet(ClusterMethod):
             self.k_ = eigengap_k(values, 2, len(values) - 1)
             console.info(f"sanet: --k auto chose k={self.k_} (eigengap)")
         self.eigenvalues_ = [float(v) for v in values]
-        from sklearn.cluster import KMeans
-
-        embedding = embed_for_clustering(vectors, self.k_)
-        labels = KMeans(self.k_, n_init=cfg.n_init, random_state=self.seed).fit_predict(embedding)
-        self.train_labels_ = torch.from_numpy(labels.astype(np.int64))
+        self.train_labels_ = torch.from_numpy(partition(vectors, self.k_, cfg.n_init, self.seed))
 
     def _fit_layers(self, pixels: np.ndarray, device: torch.device) -> list[SpectralLayer]:
         """Layer by layer: each unit draws its images, maps them through the layers fitted so far, and
