@@ -104,6 +104,16 @@ def test_path_integral_clustering_beats_chance_on_pixels(digits):
     assert cluster_acc(subset.labels, labels) > 0.7
 
 
+def test_spectral_init_partitions_without_outlier_clusters(digits):
+    """`init=spectral` on the digits' pixels as a stand-in embedding: a fair partition and no cluster
+    of a few outliers (AC-PIC leaves one of 27 images here, see docs/methods.md)."""
+    model = Depict(k=10, seed=0, device="cpu", init="spectral")
+    model.k_ = 10
+    labels = model._initial_clusters(digits.flat().astype(np.float64))
+    assert cluster_acc(digits.labels, labels) > 0.85
+    assert np.bincount(labels, minlength=10).min() > len(digits) / 10 / 2
+
+
 def test_input_size_and_channels_come_from_the_data():
     for shape in [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 17, 23)]:
         ae = ConvAutoencoder(shape[0], shape[1:], embed_dim=10)

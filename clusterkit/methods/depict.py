@@ -2,11 +2,11 @@
 
 A denoising convolutional autoencoder whose K-dimensional embedding feeds a softmax clustering
 head. Phases, as in the authors' released code: "pretrain" (layer-wise reconstruction only);
-"init" (the clean embeddings are clustered with AC-PIC or k-means, the head starts from the unit-norm
-centroids and the network briefly fits those hard clusters); "cluster" (targets Q, the clean
-predictions sharpened and divided by the soft cluster frequencies, and all weights are updated
-alternately: each epoch trains the noisy path's prediction towards Q plus the reconstruction,
-then Q is recomputed, until Q stops changing). Equations, defaults and their sources:
+"init" (the clean embeddings are clustered with AC-PIC, spectral clustering of their kNN graph, or
+k-means; the head starts from the unit-norm centroids and the network briefly fits those hard
+clusters); "cluster" (targets Q, the clean predictions sharpened and divided by the soft cluster
+frequencies, and all weights are updated alternately: each epoch trains the noisy path's prediction
+towards Q plus the reconstruction, then Q is recomputed, until Q stops changing). Equations, defaults and their sources:
 docs/methods.md.
 """
 
@@ -31,6 +31,7 @@ from ..errors import InputError
 from ..losses import layerwise_reconstruction, prior_targets, soft_cross_entropy
 from ..nn.autoencoder import ConvAutoencoder
 from ..path_integral import path_integral_clustering
+from ..spectral import knn_affinity, partition, spectral_embedding
 from .base import ClusterMethod, FitContext
 from .registry import register
 
@@ -46,8 +47,9 @@ class DepictConfig(MethodConfig):
     pretrain_epochs: int = 600
     holdout: float = 0.1
     pretrain_patience: int = 100
-    init: Literal["pic", "kmeans"] = "pic"
+    init: Literal["pic", "spectral", "kmeans"] = "pic"
     init_epochs: int = 10
+    spectral_neighbors: int = 10
     pic_neighbors: int = 20
     batch_size: int = 100
     lr: float = 1e-4
@@ -65,7 +67,7 @@ class DepictConfig(MethodConfig):
 
     def validate(self) -> None:
         for name in ("epochs", "pretrain_epochs", "init_epochs", "batch_size", "feature_maps", "target_update_interval",
-                     "kmeans_n_init", "pic_neighbors", "pretrain_patience"):
+                     "kmeans_n_init", "pic_neighbors", "spectral_neighbors", "pretrain_patience"):
             minimum = 0 if name.endswith("epochs") else 1
             if getattr(self, name) < minimum:
                 raise InputError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
@@ -273,12 +275,17 @@ class Depict(ClusterMethod):
         self._targets.set_initial(labels)
 
     def _initial_clusters(self, embeddings: np.ndarray) -> np.ndarray:
-        k = int(self.k_)
-        if self.config.init == "pic":
-            return path_integral_clustering(embeddings, k, n_neighbors=self.config.pic_neighbors)
+        """The partition self-training starts from, which it sharpens but rarely changes (docs/methods.md)."""
+        cfg, k = self.config, int(self.k_)
+        if cfg.init == "spectral":
+            affinity = knn_affinity(embeddings.astype(np.float32), cfg.spectral_neighbors)
+            vectors, _ = spectral_embedding(affinity, k, seed=self.seed)
+            return partition(vectors, k, cfg.kmeans_n_init, self.seed)
+        if cfg.init == "pic":
+            return path_integral_clustering(embeddings, k, n_neighbors=cfg.pic_neighbors)
         from sklearn.cluster import KMeans
 
-        return KMeans(k, n_init=self.config.kmeans_n_init, random_state=self.seed).fit_predict(embeddings)
+        return KMeans(k, n_init=cfg.kmeans_n_init, random_state=self.seed).fit_predict(embeddings)
 
     def _predictions(self) -> np.ndarray:
         return self._trainer.infer(lambda x: self.net_.clean_probs(_scaled(x))).argmax(dim=1).numpy()
