@@ -31,6 +31,7 @@ from clusterkit.methods.gatcluster import (
 )
 from clusterkit.metrics import cluster_acc
 from clusterkit.nn.attention import GaussianAttention, gaussian_mask, grid_coordinates
+from clusterkit.nn.batchnorm import recompute_batchnorm
 from clusterkit.nn.vgg import VGGBackbone
 
 # A few outer iterations of a narrow network: enough to beat chance clearly, in seconds. No flips:
@@ -152,6 +153,22 @@ def test_relation_labels_fall_back_when_a_cluster_is_nearly_empty():
     assert labels is not None and sorted(np.bincount(labels)) == [20, 20, 20]
     lopsided = np.concatenate([balanced[:58], balanced[40:41] + 5])  # a cluster of 1 < 0.1 * 59 / 3
     assert relation_labels(lopsided, k=3, restarts=2, min_ratio=0.1, seed=0) is None
+
+
+def test_recompute_batchnorm_sets_exact_statistics_of_the_inputs():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU())
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    net.eval()
+    batches = [torch.randn(5, 1, 4, 4) * 3 + 2 for _ in range(3)]
+    recompute_batchnorm(net, batches, net)
+    features = [net[0](x).detach() for x in batches]  # per batch: 5 images x 16 positions per channel
+    bn = net[1]
+    assert torch.allclose(bn.running_mean, torch.stack([f.mean(dim=(0, 2, 3)) for f in features]).mean(0), atol=1e-5)
+    assert torch.allclose(bn.running_var, torch.stack([f.var(dim=(0, 2, 3)) for f in features]).mean(0), rtol=1e-4)
+    # Only the statistics change: weights, momentum and mode are as before.
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
+    assert bn.momentum == 0.1 and not net.training
 
 
 def test_big_batches_partition_each_pass_over_the_data():

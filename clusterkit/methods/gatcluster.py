@@ -32,6 +32,7 @@ from ..losses import (
     probability_bce,
 )
 from ..nn.attention import GaussianAttention
+from ..nn.batchnorm import recompute_batchnorm
 from ..nn.vgg import VGGBackbone
 from .base import ClusterMethod, FitContext
 from .registry import register
@@ -48,7 +49,10 @@ class GATClusterConfig(MethodConfig):
     big_batch: B, images per outer iteration. batch_size: images per optimizer step in step 2.
     repeats: passes of step 2 over the big batch. grad_clip: each gradient element is clipped to
     +-grad_clip before every Adam step (0 turns it off). grayscale: train on luminance, as the official
-    code does for every data set. Augmentation ranges follow torchvision's conventions.
+    code does for every data set. precise_bn: before each step 1, and once after training, set the
+    BatchNorm statistics to the current weights' on the clean images predicted (the official code
+    uses the running averages of past augmented batches). Augmentation ranges follow torchvision's
+    conventions.
     """
 
     epochs: int = 150
@@ -68,6 +72,7 @@ class GATClusterConfig(MethodConfig):
     kmeans_restarts: int = 20
     min_cluster_ratio: float = 0.1
     grayscale: bool = True
+    precise_bn: bool = True
     flip: float = 0.5
     brightness: float = 0.3
     contrast: float = 0.3
@@ -211,24 +216,34 @@ class TwoStepSchedule:
         self.k = k
         self.augment = BatchAugment(config.augment_policy())
 
+    def _clean_inputs(self, index: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+        for start in range(0, len(index), chunk):
+            yield to_network_input(self.trainer.data.batch(index[start : start + chunk]).x, self.config.grayscale)
+
     @torch.no_grad()
     def predict(self, index: torch.Tensor, chunk: int = 256) -> torch.Tensor:
         """p_ori of the clean images `index` in eval mode (BatchNorm running statistics), on the CPU."""
         was_training = self.net.training
         self.net.eval()
-        out = []
         with self.trainer.precision.autocast():
-            for start in range(0, len(index), chunk):
-                x = self.trainer.data.batch(index[start : start + chunk]).x
-                out.append(self.net(to_network_input(x, self.config.grayscale), attention=False)[0].float().cpu())
+            out = [self.net(x, attention=False)[0].float().cpu() for x in self._clean_inputs(index, chunk)]
         self.net.train(was_training)
         return torch.cat(out)
+
+    def recompute_statistics(self, index: torch.Tensor, chunk: int = 256) -> None:
+        """BatchNorm statistics of the current weights on the clean images `index` (see departures in
+        docs/methods.md): the running averages mix past weights and augmented views, and step 1's
+        targets are the network's own eval-mode predictions on clean images."""
+        with self.trainer.precision.autocast():
+            recompute_batchnorm(self.net, self._clean_inputs(index, chunk), self.net)
 
     def batches(self, ctx: EpochContext) -> Iterator[SubBatch]:
         cfg = self.config
         generator = torch.Generator().manual_seed(ctx.seed)
         chosen = big_batch_indices(len(self.trainer.data), cfg.big_batch, ctx.epoch, self.trainer.seed)
         # Step 1: every rank computes the same targets (same big batch, same k-means seed).
+        if cfg.precise_bn:
+            self.recompute_statistics(chosen)
         probs = self.predict(chosen)
         similarity_target = prior_targets(probs, power=1.0, freq_exponent=1.0)
         attention_target = prior_targets(probs, power=2.0, freq_exponent=1.0)
@@ -308,6 +323,8 @@ class GATCluster(ClusterMethod):
             assign=lambda: schedule.predict(everything).argmax(dim=1).numpy(),
         )
         trainer.fit(self.net_, [phase])
+        if cfg.precise_bn:  # the final predictions, too, with the final weights' statistics on clean images
+            schedule.recompute_statistics(everything)
         self.net_.cpu().eval()
 
     @torch.no_grad()

@@ -1,0 +1,37 @@
+"""BatchNorm statistics recomputed for the current weights ("precise BN"; Wu & Johnson, "Rethinking
+'Batch' in BatchNorm", 2021).
+
+A BatchNorm layer's running mean and variance are an exponential average over past training
+batches, taken with past weights and, in self-supervised training, on augmented views. Where a
+method reads its own eval-mode predictions as targets, those statistics should be the current
+network's on the images it predicts: recomputing them is one no-gradient pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def recompute_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor], forward: Callable[[torch.Tensor], object]) -> None:
+    """Set every BatchNorm layer's running statistics to the average, over `batches`, of each batch's
+    mean and unbiased variance: the cumulative average (momentum None) of one train-mode pass of
+    `forward`, as torch.optim.swa_utils.update_bn does. The layers' momentum and the net's mode are
+    restored afterwards; no weight changes."""
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        return
+    momenta = [layer.momentum for layer in layers]
+    was_training = net.training
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+    net.train()
+    for x in batches:
+        forward(x)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    net.train(was_training)
