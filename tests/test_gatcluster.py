@@ -155,13 +155,13 @@ def test_relation_labels_fall_back_when_a_cluster_is_nearly_empty():
     assert relation_labels(lopsided, k=3, restarts=2, min_ratio=0.1, seed=0) is None
 
 
-def test_recompute_batchnorm_sets_exact_statistics_of_the_inputs():
+def test_recompute_batchnorm_sets_the_batches_averaged_statistics():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU())
     weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
     net.eval()
     batches = [torch.randn(5, 1, 4, 4) * 3 + 2 for _ in range(3)]
-    recompute_batchnorm(net, batches, net)
+    recompute_batchnorm(net, batches)
     features = [net[0](x).detach() for x in batches]  # per batch: 5 images x 16 positions per channel
     bn = net[1]
     assert torch.allclose(bn.running_mean, torch.stack([f.mean(dim=(0, 2, 3)) for f in features]).mean(0), atol=1e-5)

@@ -6,8 +6,8 @@ head. Phases, as in the authors' released code: "pretrain" (layer-wise reconstru
 k-means; the head starts from the unit-norm centroids and the network briefly fits those hard
 clusters); "cluster" (targets Q, the clean predictions sharpened and divided by the soft cluster
 frequencies, and all weights are updated alternately: each epoch trains the noisy path's prediction
-towards Q plus the reconstruction, then Q is recomputed, until Q stops changing). Equations, defaults and their sources:
-docs/methods.md.
+towards Q plus the reconstruction, then Q is recomputed, until Q stops changing). Equations,
+defaults and their sources: docs/methods.md.
 """
 
 from __future__ import annotations

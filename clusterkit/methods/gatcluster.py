@@ -235,7 +235,7 @@ class TwoStepSchedule:
         docs/methods.md): the running averages mix past weights and augmented views, and step 1's
         targets are the network's own eval-mode predictions on clean images."""
         with self.trainer.precision.autocast():
-            recompute_batchnorm(self.net, self._clean_inputs(index, chunk), self.net)
+            recompute_batchnorm(self.net, self._clean_inputs(index, chunk))
 
     def batches(self, ctx: EpochContext) -> Iterator[SubBatch]:
         cfg = self.config

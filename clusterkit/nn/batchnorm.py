@@ -9,17 +9,17 @@ network's on the images it predicts: recomputing them is one no-gradient pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 
 @torch.no_grad()
-def recompute_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor], forward: Callable[[torch.Tensor], object]) -> None:
+def recompute_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Set every BatchNorm layer's running statistics to the average, over `batches`, of each batch's
     mean and unbiased variance: the cumulative average (momentum None) of one train-mode pass of
-    `forward`, as torch.optim.swa_utils.update_bn does. The layers' momentum and the net's mode are
+    `net`, as torch.optim.swa_utils.update_bn does. The layers' momentum and the net's mode are
     restored afterwards; no weight changes."""
     layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not layers:
@@ -31,7 +31,7 @@ def recompute_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor], forward
         layer.momentum = None
     net.train()
     for x in batches:
-        forward(x)
+        net(x)
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
     net.train(was_training)
