@@ -11,11 +11,16 @@ from typing import IO, Any
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
-    """Call `write` on a temporary file in the target's folder, then rename it into place."""
+    """Call `write` on a temporary file in the target's folder, then rename it into place.
+
+    The file gets the mode a plain `open` would give it (0666 less the umask), not mkstemp's private
+    0600, so that a shared run folder stays readable to those who could read it before.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
             write(fh)
             fh.flush()
@@ -24,6 +29,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

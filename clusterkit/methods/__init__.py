@@ -1,0 +1,1 @@
+"""Clustering methods, one module each; `registry` finds them by name."""
