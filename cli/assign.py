@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def assign(
-    source: str = typer.Argument(..., help="Folder, .txt list, '-' (stdin) or builtin:NAME."),
+    source: str = typer.Argument(..., metavar="SOURCE", help="Folder, .txt list, '-' (stdin) or builtin:NAME."),
     model: Path = typer.Option(..., "--model", help="Run folder or model.ckpt written by `fit`."),
     fmt: str = typer.Option("csv", "--format", "-f", help="csv, json or jsonl."),
     output: str = typer.Option("-", "--output", help="File to write, or - for stdout."),

@@ -20,8 +20,8 @@ def list_datasets() -> None:
 
 @app.command(no_args_is_help=True)
 def export(
-    name: str = typer.Argument(..., help="Built-in data set, e.g. digits."),
-    folder: Path = typer.Argument(..., help="Writes FOLDER/images/*.png and FOLDER/labels.csv."),
+    name: str = typer.Argument(..., metavar="NAME", help="Built-in data set, e.g. digits."),
+    folder: Path = typer.Argument(..., metavar="FOLDER", help="Writes FOLDER/images/*.png and FOLDER/labels.csv."),
     scale: int = typer.Option(1, "--scale", min=1, help="Upsample each side by this factor (e.g. 12 -> 96x96)."),
     rgb: bool = typer.Option(False, "--rgb", help="Save 3-channel PNGs."),
 ) -> None:

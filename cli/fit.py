@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def fit(
-    source: str = typer.Argument(..., help="Folder, .txt list, '-' (stdin) or builtin:NAME."),
+    source: str = typer.Argument(..., metavar="SOURCE", help="Folder, .txt list, '-' (stdin) or builtin:NAME."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Method name (see `clusterkit methods`)."),
     k: Optional[str] = typer.Option(None, "--k", help="Number of clusters (>= 2), or 'auto' where supported."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/METHOD-TIME)."),

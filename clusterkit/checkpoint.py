@@ -65,18 +65,30 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path, device: str = "auto", batch_size: int | None = None) -> "ClusterMethod":
     """The fitted model of a checkpoint; `device` and `batch_size` only change how it predicts."""
+    from .engine.device import check_device
     from .methods.registry import get_method_class
 
+    check_device(device)  # before the checkpoint, so that its error is not taken for the model's
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     payload = read_checkpoint(path)
-    cls = get_method_class(payload["method"])
+    method = payload.get("method")
     try:
+        cls = get_method_class(str(method))
         model = cls(k=payload["k"], seed=payload.get("seed", 0), device=device, **payload["config"])
     except InputError as exc:
-        raise InputError(f"checkpoint {path} does not fit this clusterkit's {payload['method']}: {exc}") from None
-    model.k_ = payload["k"]
+        raise InputError(f"checkpoint {path} does not fit this clusterkit's {method}: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"checkpoint {path} is damaged: {type(exc).__name__} {exc}") from None
     if batch_size is not None:
         model.predict_batch_size = batch_size
-    pre = payload["preprocess"]
-    model.image_shape_ = (pre["channels"], *pre["size"])
-    model.load_state_dict(payload["state"])
+    try:
+        model.k_ = payload["k"]
+        pre = payload["preprocess"]
+        model.image_shape_ = (int(pre["channels"]), *map(int, pre["size"]))
+        model.load_state_dict(payload["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a damaged or hand-edited checkpoint
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise InputError(f"checkpoint {path} is damaged or does not match its {method} model: "
+                         f"{type(exc).__name__} {reason}") from None
     return model

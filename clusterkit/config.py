@@ -8,6 +8,7 @@ that `--set lr=1e-3` is a float and a typo is an error that lists the valid keys
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -30,6 +31,15 @@ class MethodConfig:
     image_size: int | None = None
     max_image_size: int = 64
     channels: int | None = None
+
+    def check_preprocessing(self) -> None:
+        """The options every method shares; a method's own `validate` checks the rest."""
+        if self.image_size is not None and self.image_size < 1:
+            raise InputError(f"image_size must be a positive number of pixels (or null), got {self.image_size}")
+        if self.max_image_size < 1:
+            raise InputError(f"max_image_size must be a positive number of pixels, got {self.max_image_size}")
+        if self.channels not in (None, 1, 3):
+            raise InputError(f"channels must be 1 (grayscale), 3 (RGB) or null (as the images), got {self.channels}")
 
 
 def field_names(config_cls: type[MethodConfig]) -> list[str]:
@@ -64,8 +74,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise InputError(f"{key} must be an integer, got {value!r}")
         return value
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"{key} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
@@ -83,6 +93,7 @@ def build_config(config_cls: type[MethodConfig], overrides: dict[str, Any], meth
         raise InputError(f"unknown option(s) for {method}: {', '.join(unknown)}; valid: {', '.join(valid)}")
     values = {key: _coerce(value, hints[key], key) for key, value in overrides.items()}
     config = config_cls(**values)
+    config.check_preprocessing()
     validate = getattr(config, "validate", None)
     if validate is not None:
         validate()
@@ -119,6 +130,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise InputError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise InputError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise InputError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

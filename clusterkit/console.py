@@ -29,13 +29,14 @@ def is_quiet() -> bool:
 
 
 def info(message: str) -> None:
+    """One line however long (soft wrap), so that logs stay greppable line by line."""
     if not is_quiet():
-        stderr_console().print(message, markup=False)
+        stderr_console().print(message, markup=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
     """Warnings are shown even with --quiet: they tell the user something went wrong."""
-    stderr_console().print(f"warning: {message}", markup=False, style="yellow")
+    stderr_console().print(f"warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
 
 def show_progress() -> bool:

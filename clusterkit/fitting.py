@@ -27,6 +27,7 @@ from .runs import (
     cluster_sizes,
     collapse_warning,
     default_run_dir,
+    discard_unsaved_run,
     prepare_run_dir,
     write_config,
     write_run_outputs,
@@ -63,12 +64,11 @@ class FitResult:
 def parse_k(value: str | int | None) -> int | str:
     if value is None:
         raise InputError("--k is required (an integer >= 2, or 'auto')")
-    if isinstance(value, int) or value == "auto":
+    if (isinstance(value, int) and not isinstance(value, bool)) or value == "auto":
         return value
-    try:
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         return int(value)
-    except ValueError:
-        raise InputError(f"--k must be an integer >= 2 or 'auto', got {value!r}") from None
+    raise InputError(f"--k must be an integer >= 2 or 'auto', got {value!r}")
 
 
 def resolve_settings(request: FitRequest) -> tuple[str, int | str, int, dict[str, Any]]:
@@ -79,6 +79,9 @@ def resolve_settings(request: FitRequest) -> tuple[str, int | str, int, dict[str
         config_file = request.out / CONFIG_NAME
     if config_file is not None:
         settings.update(load_config_file(config_file))
+        saved = settings.get("method")
+        if request.resume and request.method and saved and request.method != saved:
+            raise InputError(f"--resume: {request.out} is a {saved} run; leave out --method, or give --method {saved}")
     flags = {"method": request.method, "k": request.k, "seed": request.seed, "epochs": request.epochs,
              "batch_size": request.batch_size}
     settings.update({key: value for key, value in flags.items() if value is not None})
@@ -88,12 +91,12 @@ def resolve_settings(request: FitRequest) -> tuple[str, int | str, int, dict[str
         raise InputError("--method is required (see `clusterkit methods`)")
     k = parse_k(settings.pop("k", None))
     seed = settings.pop("seed", 0)
-    if not isinstance(seed, int):
+    if not isinstance(seed, int) or isinstance(seed, bool):
         raise InputError(f"--seed must be an integer, got {seed!r}")
     cls = get_method_class(str(method))
     for flag in ("epochs", "batch_size"):
         if flag in settings and flag not in cls.Config.__dataclass_fields__:
-            raise InputError(f"{method} does not train: --{flag.replace('_', '-')} does not apply")
+            raise InputError(f"--{flag.replace('_', '-')} does not apply to {method}: it has no {flag} option")
     return str(method), k, seed, settings
 
 
@@ -122,7 +125,12 @@ def run_fit(request: FitRequest) -> FitResult:
             write_config(run_dir, settings)
     console.info(f"fitting {method} (k={k}) on {len(images)} images of {images.channels}x{images.size[0]}x{images.size[1]}")
     start = time.perf_counter()
-    model.fit(images, FitContext(run_dir=run_dir if primary else None, resume=request.resume))
+    try:
+        model.fit(images, FitContext(run_dir=run_dir if primary else None, resume=request.resume))
+    except BaseException:
+        if primary and not request.resume:
+            discard_unsaved_run(run_dir)
+        raise
     seconds = time.perf_counter() - start
     if primary and request.resume:  # only once the checkpoint has accepted these settings
         write_config(run_dir, settings)

@@ -15,6 +15,8 @@ from .errors import InputError
 from .io import atomic_write_json, atomic_write_text
 
 CONFIG_NAME = "config.yaml"
+ASSIGNMENTS_NAME = "assignments.csv"
+METRICS_NAME = "metrics.json"
 # A cluster is reported as collapse when it holds more than halfway from its fair share (1/k of the
 # images) to all of them: 55% at k = 10, 75% at k = 2, where one cluster always holds at least half.
 COLLAPSE_WAY = 0.5
@@ -28,8 +30,39 @@ def is_run_dir(path: Path) -> bool:
     return (path / CONFIG_NAME).is_file()
 
 
+def run_files() -> tuple[str, ...]:
+    """The files `fit` writes into a run folder (and only those: --force leaves other files alone)."""
+    from .checkpoint import CHECKPOINT_NAME
+    from .engine.history import HISTORY_NAME
+    from .engine.state import STATE_NAME
+
+    return (CONFIG_NAME, CHECKPOINT_NAME, STATE_NAME, HISTORY_NAME, ASSIGNMENTS_NAME, METRICS_NAME)
+
+
+def holds_checkpoint(path: Path) -> bool:
+    """Whether a run has saved anything to resume or use: a model, or a training state."""
+    from .checkpoint import CHECKPOINT_NAME
+    from .engine.state import STATE_NAME
+
+    return any((path / name).is_file() for name in (CHECKPOINT_NAME, STATE_NAME))
+
+
+def discard_unsaved_run(path: Path) -> None:
+    """After a fit that failed before saving anything: remove what it wrote (its config, a history
+    of no use without a checkpoint) and the folder if that leaves it empty, so that a retry with the
+    same --out is not refused as a previous run. A run with a checkpoint is kept for --resume."""
+    if holds_checkpoint(path):
+        return
+    for name in run_files():
+        (path / name).unlink(missing_ok=True)
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+
+
 def prepare_run_dir(path: Path, resume: bool, force: bool) -> None:
-    """Refuse to write into a folder holding other files, or to silently replace a previous run."""
+    """Refuse to write into a folder holding other files, or to silently replace a previous run.
+    --force replaces a previous run's files (a stale history or training state would otherwise be
+    appended to or resumed from later) and keeps any other file."""
     if path.exists() and not path.is_dir():
         raise InputError(f"--out {path} exists and is not a folder")
     if resume:
@@ -39,6 +72,9 @@ def prepare_run_dir(path: Path, resume: bool, force: bool) -> None:
     if path.is_dir() and any(path.iterdir()) and not force:
         what = "holds a previous run; use --resume to continue it" if is_run_dir(path) else "exists and is not empty"
         raise InputError(f"--out {path} {what}, or --force to overwrite")
+    if force:
+        for name in run_files():
+            (path / name).unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)
 
 
@@ -67,6 +103,6 @@ def write_run_outputs(
 ) -> None:
     buffer = io.StringIO()
     write_assignments(buffer, paths, proba, labels)
-    atomic_write_text(path / "assignments.csv", buffer.getvalue())
-    atomic_write_json(path / "metrics.json", metrics)
+    atomic_write_text(path / ASSIGNMENTS_NAME, buffer.getvalue())
+    atomic_write_json(path / METRICS_NAME, metrics)
 

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 
+from .errors import InputError
 from .neighbors import Backend, knn
 
 
@@ -127,6 +128,8 @@ def eigengap_k(eigenvalues: np.ndarray, k_min: int = 2, k_max: int | None = None
     """k with the largest gap lambda_{k+1} - lambda_k among the smallest Laplacian eigenvalues."""
     values = np.sort(eigenvalues)
     k_max = min(k_max or len(values) - 1, len(values) - 1)
+    if k_max < k_min:
+        raise InputError(f"--k auto needs at least {k_min + 2} images to choose k by the eigengap")
     gaps = np.diff(values)[k_min - 1 : k_max]
     return int(k_min + np.argmax(gaps))
 

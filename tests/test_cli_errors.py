@@ -9,6 +9,10 @@ import pytest
 import torch
 
 
+FAST_DEPICT = ["--set", "pretrain_epochs=1", "--set", "init_epochs=1", "--set", "epochs=1", "--set", "init=kmeans",
+               "--set", "feature_maps=4", "--set", "kmeans_n_init=1"]
+
+
 def assert_one_line_error(result, *fragments: str) -> None:
     assert result.code == 2, (result.code, result.err)
     lines = [line for line in result.err.strip().splitlines() if line.startswith("error:")]
@@ -45,10 +49,12 @@ def test_corrupt_files_are_skipped_and_counted(cli, tmp_path, digits_dir):
     folder = tmp_path / "mixed"
     shutil.copytree(digits_dir / "images", folder)
     (folder / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    (folder / "zz-text.jpg").write_text("hello")
+    long_name = "zz-text-" + "x" * 100 + ".jpg"
+    (folder / long_name).write_text("hello")
     result = cli("fit", folder, "--method", "kmeans", "--k", "10", "--out", tmp_path / "run", "--quiet")
     assert result.code == 0, result.err
-    assert "skipped zz-broken.png" in result.err and "skipped zz-text.jpg" in result.err
+    assert "skipped zz-broken.png" in result.err
+    assert any(line.startswith("warning: skipped " + long_name) for line in result.err.splitlines())  # one line each
     assert "2 of 1799 files skipped" in result.err
     import json
 
@@ -75,7 +81,7 @@ def test_unknown_option_names_valid_ones(cli, tmp_path):
 
 def test_epochs_on_a_method_that_does_not_train(cli, tmp_path):
     result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--epochs", "3")
-    assert_one_line_error(result, "does not train")
+    assert_one_line_error(result, "--epochs does not apply to kmeans")
 
 
 def test_labels_file_without_columns(cli, tmp_path, digits_dir):
@@ -141,8 +147,7 @@ def test_resume_needs_a_previous_run(cli, tmp_path):
 
 def test_refused_resume_leaves_the_run_config_alone(cli, tmp_path):
     out = tmp_path / "run"
-    fast = ["--set", "pretrain_epochs=1", "--set", "init_epochs=1", "--set", "epochs=1", "--set", "init=kmeans",
-            "--set", "feature_maps=4", "--set", "kmeans_n_init=1"]
+    fast = FAST_DEPICT
     assert cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--out", out, "--quiet", *fast).code == 0
     config = (out / "config.yaml").read_text()
     assert_one_line_error(cli("fit", "builtin:digits", "--method", "depict", "--k", "5", "--out", out, "--resume", *fast),
@@ -154,3 +159,88 @@ def test_no_temporary_files_left(cli, tmp_path):
     out = tmp_path / "run"
     assert cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--out", out, "--quiet").code == 0
     assert not [p for p in Path(out).iterdir() if p.name.startswith(".")]
+
+
+def test_labels_row_without_a_label_field(cli, tmp_path, digits_dir):
+    short = tmp_path / "labels.csv"
+    short.write_text("path,label\nimages/00000.png,0\nimages/00001.png\n")
+    result = cli("fit", digits_dir, "--method", "kmeans", "--k", "3", "--labels", short, "--out", tmp_path / "run")
+    assert_one_line_error(result, "line 3", "no label field")
+    assignments = tmp_path / "a.csv"
+    assignments.write_text("path,cluster,confidence\nimages/00000.png,1,1.0\n")
+    assert_one_line_error(cli("evaluate", assignments, "--labels", short), "line 3")
+
+
+def test_labels_file_with_a_byte_order_mark(cli, tmp_path):
+    assignments, labels = tmp_path / "a.csv", tmp_path / "labels.csv"
+    assignments.write_text("path,cluster\na.png,0\nb.png,1\n")
+    labels.write_text("path,label\na.png,x\nb.png,y\n", encoding="utf-8-sig")
+    result = cli("evaluate", assignments, "--labels", labels, "--json")
+    assert result.code == 0, result.err
+
+
+def test_a_fit_that_fails_leaves_no_run_folder_behind(cli, tmp_path, digits_dir):
+    few = tmp_path / "few"
+    few.mkdir()
+    for name in sorted((digits_dir / "images").iterdir())[:3]:
+        shutil.copy(name, few / name.name)
+    out = tmp_path / "run"
+    result = cli("fit", few, "--method", "spectral", "--k", "auto", "--out", out)
+    assert_one_line_error(result, "--k auto needs at least 4 images")
+    assert not out.exists()
+    retry = cli("fit", few, "--method", "spectral", "--k", "2", "--out", out, "--quiet")
+    assert retry.code == 0, retry.err
+
+
+def test_force_replaces_a_previous_runs_files(cli, tmp_path):
+    out = tmp_path / "run"
+    assert cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--out", out, "--quiet", *FAST_DEPICT).code == 0
+    assert (out / "history.jsonl").is_file() and (out / "train_state.ckpt").is_file()
+    forced = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--out", out, "--force", "--quiet")
+    assert forced.code == 0, forced.err
+    assert not (out / "history.jsonl").exists() and not (out / "train_state.ckpt").exists()
+    assert_one_line_error(cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--out", out, "--resume"),
+                          "is a kmeans run")
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ("k=[1, 2]", "--k must be an integer"),
+    ("image_size=0", "image_size must be a positive"),
+    ("channels=2", "channels must be 1"),
+    ("max_image_size=0", "max_image_size must be a positive"),
+])
+def test_bad_values_in_a_config_file(cli, tmp_path, setting, fragment):
+    config = tmp_path / "config.yaml"
+    key, value = setting.split("=", 1)
+    config.write_text(f"method: kmeans\nk: 3\n{key}: {value}\n")
+    result = cli("fit", "builtin:digits", "--config", config, "--out", tmp_path / "run")
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_that_is_not_text_and_a_nan_option(cli, tmp_path):
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(b"\xff\xfe\x00k: 3")
+    result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--config", binary)
+    assert_one_line_error(result, "not UTF-8")
+    result = cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--set", "lr=nan")
+    assert_one_line_error(result, "lr must be a finite number")
+
+
+def test_damaged_checkpoint_and_bad_batch_size(cli, tmp_path, digits_dir):
+    out = tmp_path / "run"
+    assert cli("fit", digits_dir, "--method", "kmeans", "--k", "3", "--out", out, "--quiet").code == 0
+    assert_one_line_error(cli("assign", digits_dir, "--model", out, "--batch-size", "0"), "--batch-size must be at least 1")
+    payload = torch.load(out / "model.ckpt", weights_only=True)
+    del payload["state"]
+    torch.save(payload, tmp_path / "damaged.ckpt")
+    assert_one_line_error(cli("assign", digits_dir, "--model", tmp_path / "damaged.ckpt"), "damaged")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_without_a_gpu_by_any_method(cli, tmp_path, digits_dir):
+    result = cli("fit", digits_dir, "--method", "kmeans", "--k", "3", "--device", "cuda", "--out", tmp_path / "run")
+    assert_one_line_error(result, "sees no CUDA GPU")
+    assert not (tmp_path / "run").exists()
+    assert cli("fit", digits_dir, "--method", "kmeans", "--k", "3", "--out", tmp_path / "run", "--quiet").code == 0
+    assert_one_line_error(cli("assign", digits_dir, "--model", tmp_path / "run", "--device", "cuda"), "sees no CUDA GPU")

@@ -9,12 +9,12 @@ from ..errors import InputError
 
 
 def read_path_table(path: str | Path, columns: tuple[str, ...], what: str) -> dict[str, dict[str, str]]:
-    """Rows of a CSV keyed by its `path` column; the named columns must exist."""
+    """Rows of a CSV keyed by its `path` column; the named columns must exist, in every row."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what} file not found: {path}")
     try:
-        with path.open(encoding="utf-8", newline="") as fh:
+        with path.open(encoding="utf-8-sig", newline="") as fh:  # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             missing = [c for c in columns if c not in header]
@@ -23,8 +23,11 @@ def read_path_table(path: str | Path, columns: tuple[str, ...], what: str) -> di
                     f"{what} file {path} needs columns {','.join(columns)}; found {','.join(header) or 'no header'}"
                 )
             rows: dict[str, dict[str, str]] = {}
-            for row in reader:
-                key = (row["path"] or "").strip()
+            for line, row in enumerate(reader, start=2):
+                short = [c for c in columns if row.get(c) is None]
+                if short:
+                    raise InputError(f"{what} file {path}, line {line}: no {','.join(short)} field")
+                key = row["path"].strip()
                 if key in rows:
                     raise InputError(f"{what} file {path} lists {key!r} twice")
                 rows[key] = row

@@ -36,6 +36,9 @@ class ClusterMethod(ABC):
     predict_batch_size: int = 256  # images per forward pass when predicting (`assign --batch-size`)
 
     def __init__(self, k: int | str | None = 10, seed: int = 0, device: str = "auto", **options: Any) -> None:
+        from ..engine.device import check_device  # here: the engine imports this module
+
+        check_device(device)
         self.k = k
         self.seed = seed
         self.device = device
