@@ -56,8 +56,9 @@ def timed_fit(method: str, images, k: int, seed: int, **options: Any) -> dict[st
         predicted = model.predict(images)
     seconds = time.perf_counter() - start
     scores = evaluate(images.labels, predicted)
-    return {"method": method, "seed": seed, "seconds": round(seconds, 2),
-            **{key: round(scores[key], 4) for key in ("acc", "nmi", "ari")}}
+    epochs = getattr(model.config, "epochs", None)
+    return {"method": method, "seed": seed, "seconds": round(seconds, 2), "device": getattr(model, "device_", "cpu"),
+            "epochs": epochs, **{key: round(scores[key], 4) for key in ("acc", "nmi", "ari")}}
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:

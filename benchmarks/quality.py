@@ -20,6 +20,7 @@ def main() -> None:
     add_folder_arguments(parser)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--out", default=None, help="default: benchmarks/out/quality[-FOLDER].json")
     args = parser.parse_args()
     if args.folder and args.datasets:
@@ -36,17 +37,17 @@ def main() -> None:
     for dataset, images in sets:
         images = images if images is not None else load_images(f"builtin:{dataset}")
         for method in methods:
-            results = [timed_fit(method, images, args.k, seed) for seed in seeds]
+            results = [timed_fit(method, images, args.k, seed, device=args.device) for seed in seeds]
             for result in results:
                 result["dataset"] = dataset
             runs.extend(results)
-            row = {"dataset": dataset, "method": method}
+            row = {"dataset": dataset, "method": method, "device": results[0]["device"]}
             for key in ("acc", "nmi", "ari", "seconds"):
                 row[key], row[f"{key}_sd"] = mean_sd([r[key] for r in results])
             summary.append(row)
             print(f"{dataset} {method}: acc {row['acc']:.3f} ± {row['acc_sd']:.3f}", flush=True)
     print()
-    print_table(summary, ["dataset", "method", "acc", "acc_sd", "nmi", "ari", "seconds"])
+    print_table(summary, ["dataset", "method", "device", "acc", "acc_sd", "nmi", "ari", "seconds"])
     out = args.out or f"benchmarks/out/quality{'-' + folder_name(args.folder) if args.folder else ''}.json"
     write_json(out, {"machine": machine_info(), "seeds": seeds, "summary": summary, "runs": runs})
 
