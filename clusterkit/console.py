@@ -16,7 +16,7 @@ _state: dict[str, Any] = {"quiet": False, "console": None}
 
 def stderr_console() -> Console:
     if _state["console"] is None:
-        _state["console"] = Console(stderr=True, no_color="NO_COLOR" in os.environ, highlight=False)
+        _state["console"] = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)  # set and non-empty (no-color.org)
     return _state["console"]
 
 
