@@ -157,6 +157,16 @@ def test_datasets_export_occluded(cli, tmp_path):
     assert len(list((tmp_path / "occ" / "images").glob("*.png"))) == 1797
 
 
+def test_datasets_export_keeps_colour(cli, tmp_path):
+    from clusterkit import load_images
+
+    assert cli("datasets", "export", "photo-crops", tmp_path / "photos").code == 0
+    exported = load_images(str(tmp_path / "photos" / "images"))
+    builtin = load_images("builtin:photo-crops")
+    assert exported.channels == 3
+    assert (exported.pixels == builtin.pixels).all()
+
+
 def _clusterkit(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "clusterkit.cli", *args], capture_output=True, text=True, **kwargs)
 

@@ -59,6 +59,16 @@ def test_grayscale_stays_one_channel_and_colour_is_three(tmp_path):
     assert load_images(str(tmp_path / "g"), channels=3).channels == 3
 
 
+def test_sixteen_bit_and_float_images_are_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 1, 16).reshape(4, 4)
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "a16.png")
+    Image.fromarray(ramp.astype(np.float32), mode="F").save(tmp_path / "b_float.tif")
+    images = load_images(str(tmp_path))
+    expected = np.rint(ramp * 255).astype(np.uint8)
+    assert images.channels == 1
+    assert np.abs(images.pixels[:, 0].astype(int) - expected).max() <= 1
+
+
 def test_sizes_follow_first_image_capped(tmp_path):
     save(tmp_path / "a.png", np.zeros((100, 200)))
     save(tmp_path / "b.png", np.zeros((30, 30)))

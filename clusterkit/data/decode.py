@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-_GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F", "P;L"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # Pillow opens 16-bit PNG/TIFF as I;16 or I
+_GRAYSCALE_MODES = {"1", "L", "LA", "F", "P;L"} | _SIXTEEN_BIT_MODES
 
 
 def open_image(path: Path) -> Image.Image:
@@ -29,8 +30,24 @@ def is_grayscale(img: Image.Image) -> bool:
     return img.mode in _GRAYSCALE_MODES
 
 
+def eight_bit(img: Image.Image) -> Image.Image:
+    """High-bit-depth grayscale scaled to 8 bits by its format's range, not clipped at 255 (which
+    would turn most of a 16-bit image white): 16-bit and 32-bit integer samples / 257 (32-bit taken
+    as 16-bit data, as Pillow loads 16-bit files); float samples x 255 when they lie in [0, 1]
+    (the usual convention), else clipped to [0, 255]. Other modes pass through."""
+    if img.mode not in _SIXTEEN_BIT_MODES and img.mode != "F":
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        values = values * 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else values
+    else:
+        values = values / 257.0
+    return Image.fromarray(np.rint(np.clip(values, 0, 255)).astype(np.uint8), mode="L")
+
+
 def to_array(img: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
     """(C, H, W) uint8 at `size` = (height, width); alpha is composited onto black."""
+    img = eight_bit(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))

@@ -13,12 +13,13 @@ from .builtin import load_builtin
 
 
 def export_builtin(name: str, folder: str | Path, scale: int = 1, rgb: bool = False) -> int:
-    """Write folder/images/NNNNN.png and folder/labels.csv; `scale` upsamples, `rgb` saves colour."""
+    """Write folder/images/NNNNN.png and folder/labels.csv; `scale` upsamples, `rgb` saves grayscale
+    sets as 3-channel PNGs. Colour sets (photo-crops) are always saved in colour."""
     folder = Path(folder)
     images = load_builtin(name)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     for path, px in zip(images.paths, images.pixels):
-        img = Image.fromarray(px[0], mode="L")
+        img = Image.fromarray(px[0]) if len(px) == 1 else Image.fromarray(px.transpose(1, 2, 0))  # C,H,W -> H,W,C
         if scale > 1:
             img = img.resize((img.width * scale, img.height * scale), Image.Resampling.BICUBIC)
         if rgb:
