@@ -46,6 +46,8 @@ def assign(
     images = load_images(source, image_size=(height, width), channels=channels, null=null)
     proba = fitted.predict_proba(images)
     if output == "-":
+        if hasattr(sys.stdout, "reconfigure"):  # file names that are not UTF-8 go out as their own bytes
+            sys.stdout.reconfigure(errors="surrogateescape")
         write_assignments(sys.stdout, images.paths, proba, fmt=fmt, probs=probs)
     else:
         buffer = io.StringIO()

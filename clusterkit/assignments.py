@@ -44,7 +44,11 @@ def write_assignments(
             stream.write(json.dumps(record) + "\n")
     else:
         fields = ["path", "cluster", "confidence"] + ([f"p{j}" for j in range(proba.shape[1])] if probs else [])
-        writer = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n")
+        # A carriage return inside a path is not quoted under QUOTE_MINIMAL with a "\n" terminator,
+        # and readers take it for a line end: then every text field is quoted.
+        carriage = any("\r" in path for path in paths)
+        writer = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n",
+                                quoting=csv.QUOTE_NONNUMERIC if carriage else csv.QUOTE_MINIMAL)
         writer.writeheader()
         for record in records:
             writer.writerow(record)

@@ -21,7 +21,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
+        # surrogateescape: a file name whose bytes are not UTF-8 is written back as those same bytes.
+        text = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else text)) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

@@ -36,6 +36,32 @@ def test_fit_writes_the_run_folder(kmeans_run):
     assert 0.76 <= metrics["acc"] <= 0.82
 
 
+def test_odd_file_names_round_trip_through_fit_assign_and_evaluate(cli, tmp_path, digits_dir):
+    """Names with edge spaces, a comma, a quote, a carriage return, or bytes that are not UTF-8."""
+    import os
+    import shutil
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    odd = [" lead.png", "trail .png", 'co,mma "q".png', "cr\rret.png", os.fsdecode(b"\xff\xfe.png")]
+    sources = sorted((digits_dir / "images").iterdir())[:12]
+    names = odd + [f"plain{i}.png" for i in range(len(sources) - len(odd))]
+    for name, source in zip(names, sources):
+        shutil.copy(source, folder / name)
+    labels = tmp_path / "labels.csv"
+    with labels.open("w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows([("path", "label"), *((n, n[0]) for n in names)])
+    out = tmp_path / "run"
+    fitted = cli("fit", folder, "--method", "kmeans", "--k", "3", "--labels", labels, "--out", out, "--quiet")
+    assert fitted.code == 0, fitted.err
+    with (out / "assignments.csv").open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        assert sorted(row["path"] for row in csv.DictReader(fh)) == sorted(names)
+    assert cli("evaluate", out / "assignments.csv", "--labels", labels, "--json").code == 0
+    again = cli("assign", folder, "--model", out, "--output", tmp_path / "again.csv")
+    assert again.code == 0, again.err
+    assert (tmp_path / "again.csv").read_bytes() == (out / "assignments.csv").read_bytes()
+
+
 def test_fit_prints_run_folder_last(cli, tmp_path):
     result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "10", "--out", tmp_path / "r", "--quiet")
     assert result.code == 0

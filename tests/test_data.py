@@ -28,6 +28,21 @@ def test_folder_is_recursive_sorted_and_case_insensitive(tmp_path):
     assert names == ["a.jpg", "b/x.PNG"]
 
 
+def test_folder_follows_symlinked_folders_once_and_skips_hidden_entries(tmp_path):
+    img = np.zeros((4, 4))
+    save(tmp_path / "real" / "a.png", img)
+    save(tmp_path / "top" / ".ipynb_checkpoints" / "a-checkpoint.png", img)
+    save(tmp_path / "top" / "._b.png", img)
+    save(tmp_path / "top" / "b.png", img)
+    (tmp_path / "top" / "linked").symlink_to(tmp_path / "real")
+    (tmp_path / "top" / "loop").symlink_to(tmp_path / "top")
+    (tmp_path / "top" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    names = [f.name for f in list_source(str(tmp_path / "top"))]
+    assert names == ["b.png", "gone.png", "linked/a.png"]
+    images = load_images(str(tmp_path / "top"))
+    assert images.paths == ["b.png", "linked/a.png"] and [name for name, _ in images.skipped] == ["gone.png"]
+
+
 def test_list_file_paths_are_kept_as_given(tmp_path, monkeypatch):
     save(tmp_path / "imgs" / "one.png", np.full((4, 4), 200))
     listing = tmp_path / "list.txt"

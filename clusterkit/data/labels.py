@@ -14,7 +14,9 @@ def read_path_table(path: str | Path, columns: tuple[str, ...], what: str) -> di
     if not path.is_file():
         raise InputError(f"{what} file not found: {path}")
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:  # -sig: a spreadsheet's byte-order mark
+        # -sig: a spreadsheet's byte-order mark; surrogateescape: paths whose bytes are not UTF-8, as
+        # the filesystem (and our own outputs) have them.
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             missing = [c for c in columns if c not in header]
@@ -27,7 +29,7 @@ def read_path_table(path: str | Path, columns: tuple[str, ...], what: str) -> di
                 short = [c for c in columns if row.get(c) is None]
                 if short:
                     raise InputError(f"{what} file {path}, line {line}: no {','.join(short)} field")
-                key = row["path"].strip()
+                key = row["path"]  # exact: file names may begin or end with spaces
                 if key in rows:
                     raise InputError(f"{what} file {path} lists {key!r} twice")
                 rows[key] = row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,22 +27,35 @@ def is_builtin(source: str) -> bool:
 
 
 def list_folder(folder: Path) -> list[ImageFile]:
-    files = sorted(
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
-    return [ImageFile(name, folder / name) for name in files]
+    """Image files below `folder`, sorted by relative name.
+
+    Symlinked folders are followed (each real folder once, so a link cycle ends); hidden files and
+    folders (names starting with '.': .git, .ipynb_checkpoints with its copies, macOS ._ files) are
+    left out. A broken symlink with an image suffix is kept, so that decoding reports it as skipped
+    rather than it vanishing silently.
+    """
+    names, seen = [], set()
+    for root, dirs, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        relative = Path(root).relative_to(folder)
+        names.extend((relative / f).as_posix() for f in filenames
+                     if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    return [ImageFile(name, folder / name) for name in sorted(names)]
 
 
 def read_list(stream: TextIO, null: bool, base: Path) -> list[ImageFile]:
-    """Paths one per line (or NUL-separated); relative paths resolve against `base`."""
+    """Paths one per line (or NUL-separated), taken exactly (a name may begin or end with spaces);
+    blank lines are skipped; relative paths resolve against `base`."""
     text = stream.read()
     entries = text.split("\0") if null else text.splitlines()
     files = []
     for entry in entries:
-        entry = entry if null else entry.strip()
-        if not entry:
+        if not entry.strip():
             continue
         path = Path(entry)
         files.append(ImageFile(entry.replace("\\", "/"), path if path.is_absolute() else base / path))
@@ -61,7 +75,7 @@ def list_source(source: str, null: bool = False, stdin: TextIO | None = None) ->
             files = list_folder(path)
             where = f"folder {source}"
         elif path.suffix.lower() == ".txt":
-            with path.open(encoding="utf-8") as fh:
+            with path.open(encoding="utf-8", errors="surrogateescape") as fh:  # names as the filesystem has them
                 files = read_list(fh, null, Path.cwd())
             where = f"list {source}"
         elif path.suffix.lower() in IMAGE_SUFFIXES:
