@@ -20,6 +20,7 @@ demo: install
 	$(BIN)/clusterkit fit data/digits --method sanet --k 10 --labels data/digits/labels.csv --out runs/demo-sanet --force
 	$(BIN)/clusterkit assign data/digits --model runs/demo-sanet --output runs/demo-sanet/assign.csv
 	@for m in kmeans spectral sanet; do echo "== $$m"; $(BIN)/clusterkit evaluate runs/demo-$$m/assignments.csv --labels data/digits/labels.csv; done
+	@echo "== sanet, the images assigned again with the saved model"; $(BIN)/clusterkit evaluate runs/demo-sanet/assign.csv --labels data/digits/labels.csv
 
 test: install
 	$(BIN)/python -m pytest -q

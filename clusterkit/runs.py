@@ -70,8 +70,9 @@ def prepare_run_dir(path: Path, resume: bool, force: bool) -> None:
             raise InputError(f"--resume: {path} is not a previous run (no {CONFIG_NAME})")
         return
     if path.is_dir() and any(path.iterdir()) and not force:
-        what = "holds a previous run; use --resume to continue it" if is_run_dir(path) else "exists and is not empty"
-        raise InputError(f"--out {path} {what}, or --force to overwrite")
+        if is_run_dir(path):
+            raise InputError(f"--out {path} holds a previous run; use --resume to continue it, or --force to overwrite it")
+        raise InputError(f"--out {path} exists and is not empty; use --force to write into it anyway")
     if force:
         for name in run_files():
             (path / name).unlink(missing_ok=True)
