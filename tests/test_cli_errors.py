@@ -244,3 +244,14 @@ def test_cuda_asked_for_without_a_gpu_by_any_method(cli, tmp_path, digits_dir):
     assert not (tmp_path / "run").exists()
     assert cli("fit", digits_dir, "--method", "kmeans", "--k", "3", "--out", tmp_path / "run", "--quiet").code == 0
     assert_one_line_error(cli("assign", digits_dir, "--model", tmp_path / "run", "--device", "cuda"), "sees no CUDA GPU")
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_k_auto_on_identical_images(cli, tmp_path, digits_dir, method):
+    folder = tmp_path / "same"
+    folder.mkdir()
+    for i in range(6):
+        shutil.copy(digits_dir / "images" / "00000.png", folder / f"{i}.png")
+    result = cli("fit", folder, "--method", method, "--k", "auto", "--out", tmp_path / "run")
+    assert_one_line_error(result, "all alike")
+    assert "Warning" not in result.err

@@ -51,7 +51,8 @@ class _PixelFeatures:
             from sklearn.decomposition import PCA
 
             n = min(self.config.pca_components, x.shape[0], x.shape[1])
-            pca = PCA(n_components=n, random_state=self.seed).fit(x)
+            with np.errstate(invalid="ignore", divide="ignore"):  # identical images: variance ratios 0/0, unused
+                pca = PCA(n_components=n, random_state=self.seed).fit(x)
             self.mean_, self.components_ = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
         return self.transform_flat(x)
 
@@ -92,11 +93,17 @@ class _ClassicalMethod(ClusterMethod):
         self.k_, self.k_selection_ = k, selection
         console.info(f"{self.name}: --k auto chose k={k} ({selection['criterion']})")
 
-    def _candidate_ks(self, n: int) -> range:
+    def _candidate_ks(self, sample: np.ndarray) -> range:
+        """k = 2 .. k_max, and no more than the distinct images: more clusters than distinct points
+        can only be empty (and make every criterion, and scikit-learn, complain)."""
+        n = len(sample)
         k_max = min(self.config.k_max, n - 1)
         if k_max < 2:
             raise InputError(f"--k auto needs at least 3 images, got {n}")
-        return range(2, k_max + 1)
+        distinct = len(np.unique(sample, axis=0))
+        if distinct < 2:
+            raise InputError("--k auto: the images are all alike, so there is no k to choose; give --k")
+        return range(2, min(k_max, distinct) + 1)
 
     @abstractmethod
     def _fit_features(self, x: np.ndarray) -> None:
@@ -149,7 +156,7 @@ class KMeansMethod(_ClassicalMethod):
 
         sample = self._sample(x)
         scores = {}
-        for k in self._candidate_ks(len(sample)):
+        for k in self._candidate_ks(sample):
             labels = KMeans(k, n_init=3, random_state=self.seed).fit_predict(sample)
             scores[k] = float(silhouette_score(sample, labels, random_state=self.seed))
         best = max(scores, key=scores.get)
@@ -252,7 +259,7 @@ class GMMMethod(_ClassicalMethod):
 
     def _choose_k(self, x: np.ndarray) -> tuple[int, dict[str, Any]]:
         sample = self._sample(x)
-        scores = {k: float(self._mixture(k, 1).fit(sample).bic(sample)) for k in self._candidate_ks(len(sample))}
+        scores = {k: float(self._mixture(k, 1).fit(sample).bic(sample)) for k in self._candidate_ks(sample)}
         best = min(scores, key=scores.get)
         return best, {"criterion": "bic", "scores": {str(k): s for k, s in scores.items()}}
 
