@@ -51,3 +51,12 @@ def test_relaxed_cut_of_two_triangles_is_zero_for_two_groups_and_half_for_three(
     assert abs(relaxed_cut(values, 2)) < 1e-8
     assert abs(relaxed_cut(values, 3) - 0.5) < 1e-8
     assert relaxed_cut(values[::-1], 3) == relaxed_cut(values, 3)  # order does not matter
+
+
+def test_assigning_the_training_photos_reproduces_the_spectral_fit():
+    """Exact copies must be found at distance 0: the expanded-form search leaves ~1e-6 (photo crops)."""
+    from clusterkit import get_method, load_images
+
+    images = load_images("builtin:photo-crops")
+    model = get_method("spectral", k=2, seed=0).fit(images)
+    assert (model.predict(images) == model.training_labels_).all()
