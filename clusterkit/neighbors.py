@@ -36,12 +36,11 @@ def knn_query(
 
         index = faiss.IndexFlatL2(data.shape[1])
         index.add(data)
-        sq, idx = index.search(queries, n_neighbors)
-        return np.sqrt(np.maximum(sq, 0.0)), idx.astype(np.int64)
-    from sklearn.neighbors import NearestNeighbors
+        _, idx = index.search(queries, n_neighbors)
+    else:
+        from sklearn.neighbors import NearestNeighbors
 
-    nn = NearestNeighbors(n_neighbors=n_neighbors).fit(data)
-    _, idx = nn.kneighbors(queries)
+        _, idx = NearestNeighbors(n_neighbors=n_neighbors).fit(data).kneighbors(queries)
     return _exact_distances(data, queries, idx.astype(np.int64))
 
 
@@ -51,7 +50,7 @@ EXACT_CHUNK = 1 << 22  # floats of query-neighbour differences per chunk (16 MB)
 def _exact_distances(data: np.ndarray, queries: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distances of the found neighbours from direct differences, rows re-sorted.
 
-    The search expands |q - x|^2 = |q|^2 + |x|^2 - 2 q.x, whose round-off leaves an image's distance
+    Both backends' searches expand |q - x|^2 = |q|^2 + |x|^2 - 2 q.x, whose round-off leaves an image's distance
     to its own copy at up to ~1e-5 rather than 0; the out-of-sample votes rely on an exact 0 to give
     a training image its own cluster."""
     dist = np.empty(idx.shape, dtype=np.float32)

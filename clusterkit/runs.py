@@ -39,6 +39,11 @@ def run_files() -> tuple[str, ...]:
     return (CONFIG_NAME, CHECKPOINT_NAME, STATE_NAME, HISTORY_NAME, ASSIGNMENTS_NAME, METRICS_NAME)
 
 
+def remove_run_files(path: Path) -> None:
+    for name in run_files():
+        (path / name).unlink(missing_ok=True)
+
+
 def holds_checkpoint(path: Path) -> bool:
     """Whether a run has saved anything to resume or use: a model, or a training state."""
     from .checkpoint import CHECKPOINT_NAME
@@ -53,8 +58,7 @@ def discard_unsaved_run(path: Path) -> None:
     same --out is not refused as a previous run. A run with a checkpoint is kept for --resume."""
     if holds_checkpoint(path):
         return
-    for name in run_files():
-        (path / name).unlink(missing_ok=True)
+    remove_run_files(path)
     if path.is_dir() and not any(path.iterdir()):
         path.rmdir()
 
@@ -74,8 +78,7 @@ def prepare_run_dir(path: Path, resume: bool, force: bool) -> None:
             raise InputError(f"--out {path} holds a previous run; use --resume to continue it, or --force to overwrite it")
         raise InputError(f"--out {path} exists and is not empty; use --force to write into it anyway")
     if force:
-        for name in run_files():
-            (path / name).unlink(missing_ok=True)
+        remove_run_files(path)
     path.mkdir(parents=True, exist_ok=True)
 
 
