@@ -107,13 +107,58 @@ def embed_for_clustering(vectors: np.ndarray, n_clusters: int) -> np.ndarray:
     return u / np.maximum(norms, 1e-12)
 
 
-def partition(vectors: np.ndarray, n_clusters: int, n_init: int, seed: int) -> np.ndarray:
+def partition(
+    vectors: np.ndarray, n_clusters: int, n_init: int, seed: int, weights: np.ndarray | None = None
+) -> np.ndarray:
     """The spectral partition: k-means with `n_init` restarts on the row-normalized first
-    `n_clusters` eigenvectors (Ng, Jordan & Weiss, 2002)."""
+    `n_clusters` eigenvectors (Ng, Jordan & Weiss, 2002); `weights` count the images a node stands for."""
     from sklearn.cluster import KMeans
 
     embedding = embed_for_clustering(vectors, n_clusters)
-    return KMeans(n_clusters, n_init=n_init, random_state=seed).fit_predict(embedding).astype(np.int64)
+    kmeans = KMeans(n_clusters, n_init=n_init, random_state=seed)
+    return kmeans.fit_predict(embedding, sample_weight=weights).astype(np.int64)
+
+
+def distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, copy_of, counts): the index of each distinct row's first occurrence, in input order; for
+    every row, the position of its distinct row in `first`; and how many rows each distinct row stands for.
+
+    Graph clustering runs on distinct images: more copies of one image than a node's neighbours form a
+    clique of their own, which the spectral partition may cut in two, so identical images would land
+    in different clusters.
+    """
+    flat = np.ascontiguousarray(x.reshape(len(x), -1))
+    _, first, inverse, counts = np.unique(flat, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.ravel()], counts[order]
+
+
+AUTO_K_MIN_IMAGES = 4  # the eigengap among k = 2.. needs the first k_min + 2 = 4 eigenvalues
+
+
+def check_distinct(k: int | str, n_distinct: int) -> None:
+    """Refuse, before any graph is built, a k that the distinct images cannot fill."""
+    if n_distinct < 2:
+        raise InputError("the images are all alike: there is nothing to cluster")
+    if k == "auto" and n_distinct < AUTO_K_MIN_IMAGES:
+        raise InputError(f"--k auto needs at least {AUTO_K_MIN_IMAGES} images that differ, to choose k by the eigengap")
+    if k != "auto" and k > n_distinct:
+        raise InputError(f"--k {k} is larger than the number of distinct images ({n_distinct})")
+
+
+def spectral_partition(
+    affinity: sp.spmatrix, k: int | str, k_max: int, n_init: int, seed: int, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """(labels, k, eigenvalues) of the graph's spectral clustering; k='auto' picks k by the eigengap
+    among 2..k_max. The nodes are distinct images (see `distinct_rows`), counted by `weights`."""
+    n = affinity.shape[0]
+    n_eig = min(k_max, n - 2) + 1 if k == "auto" else k
+    vectors, values = spectral_embedding(affinity, n_eig, seed=seed)
+    if k == "auto":
+        k = eigengap_k(values, 2, len(values) - 1)
+    return partition(vectors, int(k), n_init, seed, weights), int(k), values
 
 
 def relaxed_cut(eigenvalues: np.ndarray, n_clusters: int) -> float:

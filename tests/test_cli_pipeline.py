@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -152,6 +153,16 @@ def test_k_auto_is_reported(cli, tmp_path, method):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 2 <= metrics["k"] <= 8
     assert metrics["k_selection"]["criterion"] in ("silhouette", "eigengap")
+
+
+def test_sanet_k_auto_is_reported(cli, tmp_path):
+    out = tmp_path / "sanet"
+    options = ["--set", "k_max=8", "--set", "units=2", "--set", "subset_size=600"]
+    result = cli("fit", "builtin:digits", "--method", "sanet", "--k", "auto", *options, "--out", out, "--quiet")
+    assert result.code == 0, result.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["k_selection"]["criterion"] == "eigengap"
+    assert metrics["k"] == 2 + int(np.argmax(np.diff(metrics["k_selection"]["eigenvalues"])[1:8]))
 
 
 def test_collapse_is_warned(cli, tmp_path):

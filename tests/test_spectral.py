@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-
-from clusterkit.neighbors import knn
+import pytest
 import scipy.sparse as sp
 
+from clusterkit.errors import InputError
+from clusterkit.neighbors import knn
 from clusterkit.spectral import eigengap_k, knn_affinity, normalized_laplacian, relaxed_cut, spectral_embedding
 
 
@@ -60,3 +61,29 @@ def test_assigning_the_training_photos_reproduces_the_spectral_fit():
     images = load_images("builtin:photo-crops")
     model = get_method("spectral", k=2, seed=0).fit(images)
     assert (model.predict(images) == model.training_labels_).all()
+
+
+@pytest.mark.parametrize("method", ["spectral", "sanet"])
+@pytest.mark.parametrize("index, k", [([0] * 30 + list(range(1, 8)), 8), ([0] * 10 + [1] * 10 + [2] * 10, 3)])
+def test_copies_of_an_image_share_one_cluster_in_fit_and_assign(method, index, k):
+    """Copies that outnumber a node's 10 neighbours formed a clique that the partition cut up (the
+    30 copies went to 5 clusters) when k asked for more groups than the graph held."""
+    from clusterkit import get_method, load_images
+
+    images = load_images("builtin:digits").subset(index)
+    model = get_method(method, k=k, seed=0, device="cpu").fit(images)
+    labels = model.training_labels_
+    assert len(labels) == len(images)
+    for image in set(index):
+        assert len(set(labels[np.asarray(index) == image])) == 1, labels
+    assert (model.predict(images) == labels).all()
+
+
+@pytest.mark.parametrize("method", ["spectral", "sanet"])
+def test_k_beyond_the_distinct_images_is_refused(method):
+    from clusterkit import get_method, load_images
+
+    digits = load_images("builtin:digits")
+    images = digits.subset([0, 1, 2] * 5)
+    with pytest.raises(InputError, match="larger than the number of distinct images"):
+        get_method(method, k=4, seed=0, device="cpu").fit(images)

@@ -18,7 +18,7 @@ from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..errors import InputError
 from ..neighbors import knn_query
-from ..spectral import eigengap_k, knn_affinity, neighbor_vote, partition, spectral_embedding
+from ..spectral import check_distinct, distinct_rows, knn_affinity, neighbor_vote, spectral_partition
 from .base import ClusterMethod, FitContext
 from .registry import register
 
@@ -204,14 +204,16 @@ class SpectralMethod(_ClassicalMethod):
     config: SpectralConfig
 
     def _fit_features(self, x: np.ndarray) -> None:
-        affinity = knn_affinity(x, self.config.n_neighbors)
-        n_eig = (min(self.config.k_max, len(x) - 2) + 1) if self.k_ == "auto" else self.k_
-        vectors, values = spectral_embedding(affinity, n_eig, seed=self.seed)
+        first, copy_of, counts = distinct_rows(x)
+        check_distinct(self.k_, len(first))
+        affinity = knn_affinity(x[first], min(self.config.n_neighbors, len(first) - 1))
+        labels, k, values = spectral_partition(
+            affinity, self.k_, self.config.k_max, self.config.n_init, self.seed, weights=counts
+        )
         if self.k_ == "auto":
-            selection = {"criterion": "eigengap", "eigenvalues": [float(v) for v in values]}
-            self._set_auto_k(eigengap_k(values, 2, len(values) - 1), selection)
+            self._set_auto_k(k, {"criterion": "eigengap", "eigenvalues": [float(v) for v in values]})
         self.train_features_ = x.astype(np.float32)
-        self.train_labels_ = partition(vectors, self.k_, self.config.n_init, self.seed)
+        self.train_labels_ = labels[copy_of]
 
     @property
     def training_labels_(self) -> np.ndarray:

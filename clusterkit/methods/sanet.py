@@ -38,11 +38,11 @@ from ..sanet.network import SpectralLayer, forward, map_images
 from ..sanet.units import sample_patches, spectral_filters
 from ..spectral import (
     affinity_from_neighbors,
-    eigengap_k,
+    check_distinct,
+    distinct_rows,
     neighbor_vote,
-    partition,
     relaxed_cut,
-    spectral_embedding,
+    spectral_partition,
 )
 from .base import ClusterMethod, FitContext
 from .registry import register
@@ -193,6 +193,13 @@ class SANet(ClusterMethod):
         cfg = self.config
         self.working_size_ = size
         images = self._at_working_size(images)
+        first, copy_of, counts = distinct_rows(images.pixels)
+        check_distinct(self.k_, len(first))
+        if len(first) < len(images):
+            console.info(f"sanet: {len(images) - len(first)} image(s) are exact copies of others; "
+                         "each distinct image is one node of the graph")
+            images = images.subset(first)
+        self.copy_of_ = torch.from_numpy(copy_of)
         self.layers_ = self._fit_layers(images.pixels, device)
         console.info(f"sanet: describing {len(images)} images through {len(self.layers_)} layer(s)")
         # A seeded random sample, not the first images: folders are read sorted by path, and
@@ -218,13 +225,12 @@ class SANet(ClusterMethod):
                 f"sanet: the image graph has {self.graph_components_} connected components, more than the clusters "
                 "asked for; groups of near-duplicates larger than n_neighbors do this (raise n_neighbors)"
             )
-        n_eig = min(cfg.k_max, len(images) - 2) + 1 if self.k_ == "auto" else self.k_
-        vectors, values = spectral_embedding(affinity, n_eig, seed=self.seed)
+        labels, k, values = spectral_partition(affinity, self.k_, cfg.k_max, cfg.n_init, self.seed, weights=counts)
         if self.k_ == "auto":
-            self.k_ = eigengap_k(values, 2, len(values) - 1)
-            console.info(f"sanet: --k auto chose k={self.k_} (eigengap)")
+            console.info(f"sanet: --k auto chose k={k} (eigengap)")
+        self.k_ = k
         self.eigenvalues_ = [float(v) for v in values]
-        self.train_labels_ = torch.from_numpy(partition(vectors, self.k_, cfg.n_init, self.seed))
+        self.train_labels_ = torch.from_numpy(labels)
 
     def _fit_layers(self, pixels: np.ndarray, device: torch.device) -> list[SpectralLayer]:
         """Layer by layer: each unit draws its images, maps them through the layers fitted so far, and
@@ -313,7 +319,8 @@ class SANet(ClusterMethod):
     # --- prediction -----------------------------------------------------------------------
     @property
     def training_labels_(self) -> np.ndarray:
-        return self.train_labels_.numpy()
+        """Every training image's cluster: exact copies share their distinct image's node."""
+        return self.train_labels_.numpy()[self.copy_of_.numpy()]
 
     def predict_proba(self, images: ImageSet) -> np.ndarray:
         """Out-of-sample extension: new images through the fitted filters, then a vote of their
@@ -329,9 +336,12 @@ class SANet(ClusterMethod):
         return neighbor_vote(dist, idx, self.train_labels_.numpy(), int(self.k_))
 
     def fit_info(self) -> dict[str, Any]:
-        return {"layers_used": len(self.layers_), "eigenvalues": self.eigenvalues_, "graph_nnz": self.graph_nnz_,
+        info = {"layers_used": len(self.layers_), "eigenvalues": self.eigenvalues_, "graph_nnz": self.graph_nnz_,
                 "graph_components": self.graph_components_, "working_size": list(self.working_size_),
                 "working_size_cuts": self.size_cuts_}
+        if self.k == "auto":
+            info["k_selection"] = {"criterion": "eigengap", "eigenvalues": self.eigenvalues_}
+        return info
 
     def _at_working_size(self, images: ImageSet) -> ImageSet:
         return images if images.size == tuple(self.working_size_) else resample(images, self.working_size_)
@@ -345,6 +355,7 @@ class SANet(ClusterMethod):
             "projection_mean": self.projection_.mean,
             "projection_axes": self.projection_.axes,
             "train_labels": self.train_labels_,
+            "copy_of": self.copy_of_,
             "eigenvalues": self.eigenvalues_,
             "graph_nnz": self.graph_nnz_,
             "graph_components": self.graph_components_,
@@ -359,6 +370,7 @@ class SANet(ClusterMethod):
         self.projection_ = Projection(state["projection_mean"], state["projection_axes"])
         self.train_coords_ = None
         self.train_labels_ = state["train_labels"]
+        self.copy_of_ = state.get("copy_of", torch.arange(len(self.train_labels_)))  # older models: no copies
         self.eigenvalues_ = list(state["eigenvalues"])
         self.graph_nnz_ = int(state["graph_nnz"])
         self.graph_components_ = int(state.get("graph_components", 0)) or None
