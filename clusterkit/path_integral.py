@@ -3,8 +3,9 @@ Pattern Recognition 2013), the initialiser DEPICT's released code uses on its di
 
 A kNN digraph with Gaussian weights (K=20, a=1) becomes a random walk P; the path integral of a
 cluster C is S_C = 1ᵀ(I − zP_C)⁻¹1 / |C|² (z=0.01), the mass of walks that stay inside C. Starting
-from the components of the 1-nearest-neighbour graph, the pair of clusters whose union gains the
-most path integral, S_{Ci|Ci∪Cj} + S_{Cj|Ci∪Cj} − S_Ci − S_Cj, is merged until k remain.
+from the components of the 1-nearest-neighbour graph (from single images when those are fewer than
+k), the pair of clusters whose union gains the most path integral, S_{Ci|Ci∪Cj} + S_{Cj|Ci∪Cj} −
+S_Ci − S_Cj, is merged until k remain.
 
 Unlike the released code (dense inverses of every pair), this version stays sparse: only
 clusters joined by a graph edge can gain, and since ‖zP‖ = z, (I − zP_U)⁻¹y is its Neumann series
@@ -60,7 +61,9 @@ def path_integral_clustering(
     n_neighbors = min(n_neighbors, n - 1)
     walk = _Walk(np.asarray(x, dtype=np.float32), n_neighbors, a, z)
     links = csr_matrix((np.ones(n), (np.arange(n), walk.nearest)), shape=(n, n))
-    _, member = connected_components(links, directed=False)
+    pieces, member = connected_components(links, directed=False)
+    if pieces < k:  # each piece holds two images or more, so k > n/2 can ask for more: start from single images
+        member = np.arange(n)
     # Clusters are candidates for a merge when a kNN edge joins them in either direction.
     edges = csr_matrix((np.ones(walk.cols.size), (np.repeat(np.arange(n), walk.cols.shape[1]), walk.cols.ravel())), shape=(n, n))
     edges = (edges + edges.T).tocsr()

@@ -104,6 +104,12 @@ def test_path_integral_clustering_beats_chance_on_pixels(digits):
     assert cluster_acc(subset.labels, labels) > 0.7
 
 
+def test_path_integral_clustering_gives_k_clusters_when_k_exceeds_the_nearest_neighbour_pieces(digits):
+    """Every piece of the 1-NN graph holds two images or more: 30 images make at most 15 pieces."""
+    labels = path_integral_clustering(digits.subset(range(30)).flat(), 20)
+    assert sorted(set(labels.tolist())) == list(range(20))
+
+
 def test_spectral_init_partitions_without_outlier_clusters(digits):
     """`init=spectral` on the digits' pixels as a stand-in embedding: a fair partition and no cluster
     of a few outliers (AC-PIC leaves one of 27 images here, see docs/methods.md)."""
