@@ -52,3 +52,23 @@ def test_checkpoint_round_trip(tmp_path, method):
     loaded = load_model(path)
     np.testing.assert_allclose(loaded.predict_proba(images), model.predict_proba(images), atol=1e-6)
     assert loaded.image_shape_ == (1, 8, 8) and loaded.k_ == 10
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_an_unfitted_model_says_so(tmp_path, method):
+    model = get_method(method, k=3, device="cpu")
+    images = load_images("builtin:digits").subset(range(20))
+    with pytest.raises(InputError, match="not fitted"):
+        model.predict(images)
+    with pytest.raises(InputError, match="not fitted"):
+        model.save(tmp_path / "model.ckpt")
+
+
+@pytest.mark.parametrize("method", ["kmeans", "spectral", "gmm"])
+def test_classical_models_refuse_images_of_another_shape(method):
+    from clusterkit.data.loading import resample
+
+    digits = load_images("builtin:digits").subset(range(60))
+    model = get_method(method, k=3, device="cpu").fit(digits)
+    with pytest.raises(InputError, match="fitted on 1x8x8"):
+        model.predict(resample(digits, (4, 16)))  # the same pixel count, another shape

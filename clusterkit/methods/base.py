@@ -55,9 +55,15 @@ class ClusterMethod(ABC):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         """Learn from `images`; `self.k_` is the number of clusters (resolved when k was 'auto')."""
 
-    @abstractmethod
     def predict_proba(self, images: ImageSet) -> np.ndarray:
         """(N, k) soft assignments; rows sum to one."""
+        self.check_fitted()
+        self.check_shape(images)
+        return self._predict_proba(images)
+
+    @abstractmethod
+    def _predict_proba(self, images: ImageSet) -> np.ndarray:
+        """`predict_proba` of a fitted model on images shaped as in training."""
 
     def resume_fingerprint(self) -> dict[str, Any]:
         """What a resumed training run must share with the saved one; any `*epochs` budget may grow."""
@@ -65,9 +71,13 @@ class ClusterMethod(ABC):
         return {"method": self.name, "k": int(self.k_), "seed": self.seed, "shape": list(self.image_shape_),
                 "config": settings}
 
+    def check_fitted(self) -> None:
+        if not hasattr(self, "image_shape_"):
+            raise InputError(f"this {self.name} model is not fitted: call fit() first, or load a saved model")
+
     def check_shape(self, images: ImageSet) -> None:
-        """Models that map pixels (filters, convnets) need images shaped as in training; `assign`
-        loads them so, this guards calls from Python."""
+        """Every model maps images shaped as in training (pixels, filters, convnets); `assign` loads
+        them so, this guards calls from Python."""
         shape = (images.channels, *images.size)
         if shape != tuple(self.image_shape_):
             raise InputError(
@@ -114,6 +124,7 @@ class ClusterMethod(ABC):
     def save(self, path: str | Path) -> None:
         from ..checkpoint import save_model
 
+        self.check_fitted()
         save_model(self, path)
 
     @staticmethod

@@ -109,7 +109,7 @@ class _ClassicalMethod(ClusterMethod):
     def _fit_features(self, x: np.ndarray) -> None:
         """Fit on the feature matrix; resolves `self.k_` first when it is 'auto'."""
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
+    def _predict_proba(self, images: ImageSet) -> np.ndarray:
         return self._proba_features(self.features_.transform(images))
 
     @abstractmethod

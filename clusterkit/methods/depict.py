@@ -310,8 +310,7 @@ class Depict(ClusterMethod):
         return self._targets.probs.argmax(dim=1).numpy()
 
     # --- inference & persistence ------------------------------------------------------------------
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
-        self.check_shape(images)
+    def _predict_proba(self, images: ImageSet) -> np.ndarray:
         device = getattr(self, "device_", None) or resolve_device(self.device)
         net = self.net_.to(device)
         out = []

@@ -328,9 +328,8 @@ class GATCluster(ClusterMethod):
         self.net_.cpu().eval()
 
     @torch.no_grad()
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
+    def _predict_proba(self, images: ImageSet) -> np.ndarray:
         """p_ori, the global branch's label distribution (no k-means afterwards)."""
-        self.check_shape(images)
         device = resolve_device(self.device)
         net = self.net_.to(device).eval()
         out = []

@@ -322,11 +322,10 @@ class SANet(ClusterMethod):
         """Every training image's cluster: exact copies share their distinct image's node."""
         return self.train_labels_.numpy()[self.copy_of_.numpy()]
 
-    def predict_proba(self, images: ImageSet) -> np.ndarray:
+    def _predict_proba(self, images: ImageSet) -> np.ndarray:
         """Out-of-sample extension: new images through the fitted filters, then a vote of their
         robust-nearest training images (the same trimmed block distance as the training graph)."""
         cfg = self.config
-        self.check_shape(images)
         images = self._at_working_size(images)
         device = resolve_device(self.device)
         queries = self._describe(images.pixels, device, self.predict_batch_size)
