@@ -160,6 +160,14 @@ def test_spectral_filters_have_unit_response_variance():
     assert torch.allclose((patches @ filters.T).std(dim=0), torch.ones(4), atol=1e-3)
 
 
+def test_patches_drawn_more_often_than_there_are_positions_are_kept_once(digits):
+    """Two 8x8 digits hold 128 positions; 8,000 draws repeat each many times over."""
+    maps = torch.from_numpy(digits.pixels[:2]).float() / 255.0
+    patches = sample_patches(maps, 5, 8000, torch.Generator().manual_seed(0))
+    assert 0 < len(patches) <= 128
+    assert len(torch.unique(patches, dim=0)) == len(patches)
+
+
 def test_layer_equals_filters_on_mean_removed_patches():
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(3, 2, 6, 6, generator=generator)

@@ -22,7 +22,10 @@ def sample_patches(maps: torch.Tensor, patch: int, n_patches: int, generator: to
 
     Zero padding matches the padding of the convolution that later applies the filters. Flat patches
     (blank background, a uniform occluder) are dropped: they are identical after mean removal and
-    would form one large clique in the patch graph without saying anything about shapes.
+    would form one large clique in the patch graph without saying anything about shapes. Repeated
+    patches are kept once, for the same reason: on a few small images, positions are drawn many
+    times over, and the copies' cliques split the graph into thousands of pieces that slow the
+    eigen-solver down tenfold.
     """
     n, c, h, w = maps.shape
     r = patch // 2
@@ -37,7 +40,7 @@ def sample_patches(maps: torch.Tensor, patch: int, n_patches: int, generator: to
     vectors = windows.permute(0, 3, 1, 2).reshape(n_patches, c * patch * patch)
     vectors = vectors - vectors.mean(dim=1, keepdim=True)
     energy = vectors.pow(2).sum(dim=1)
-    return vectors[energy > FLAT_ENERGY * energy.mean()]
+    return torch.unique(vectors[energy > FLAT_ENERGY * energy.mean()], dim=0)
 
 
 def spectral_filters(
