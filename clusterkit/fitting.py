@@ -95,7 +95,7 @@ def resolve_settings(request: FitRequest) -> tuple[str, int | str, int, dict[str
         raise InputError(f"--seed must be an integer, got {seed!r}")
     cls = get_method_class(str(method))
     for flag in ("epochs", "batch_size"):
-        if flag in settings and flag not in cls.Config.__dataclass_fields__:
+        if flags[flag] is not None and flag not in cls.Config.__dataclass_fields__:  # --set: build_config says
             raise InputError(f"--{flag.replace('_', '-')} does not apply to {method}: it has no {flag} option")
     return str(method), k, seed, settings
 

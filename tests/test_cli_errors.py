@@ -82,6 +82,8 @@ def test_unknown_option_names_valid_ones(cli, tmp_path):
 def test_epochs_on_a_method_that_does_not_train(cli, tmp_path):
     result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--epochs", "3")
     assert_one_line_error(result, "--epochs does not apply to kmeans")
+    result = cli("fit", "builtin:digits", "--method", "sanet", "--k", "3", "--set", "epochs=3")
+    assert_one_line_error(result, "unknown option(s) for sanet: epochs")
 
 
 def test_labels_file_without_columns(cli, tmp_path, digits_dir):
