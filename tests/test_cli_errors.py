@@ -257,3 +257,14 @@ def test_k_auto_on_identical_images(cli, tmp_path, digits_dir, method):
     result = cli("fit", folder, "--method", method, "--k", "auto", "--out", tmp_path / "run")
     assert_one_line_error(result, "all alike")
     assert "Warning" not in result.err
+
+
+def test_depict_on_long_thin_images_says_which_option_keeps_them_larger(cli, tmp_path, digits_dir):
+    from PIL import Image
+
+    thin = tmp_path / "thin"
+    thin.mkdir()
+    for name in sorted((digits_dir / "images").iterdir())[:12]:
+        Image.open(name).resize((200, 8)).save(thin / name.name)
+    result = cli("fit", thin, "--method", "depict", "--k", "2", "--out", tmp_path / "run")
+    assert_one_line_error(result, "too small for this encoder", "max_image_size")

@@ -233,7 +233,10 @@ class Depict(ClusterMethod):
         try:
             return DepictNet(channels, (h, w), int(self.k_), self.config)
         except ValueError as exc:
-            raise InputError(f"depict: {exc}") from None
+            raise InputError(
+                f"depict: {exc}; a long thin image is shrunk until its longer side fits max_image_size "
+                "(--set max_image_size=N keeps more of it), or --set image_size=N resizes to N x N"
+            ) from None
 
     def _reconstruction(self, recon: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
