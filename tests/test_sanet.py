@@ -152,7 +152,7 @@ def test_small_images_stop_stacking_layers(fitted):
 def test_spectral_filters_have_unit_response_variance():
     generator = torch.Generator().manual_seed(0)
     maps = torch.rand(50, 2, 10, 10, generator=generator)
-    patches = sample_patches(maps, 3, 800, generator)
+    patches = sample_patches([maps], len(maps), 3, 800, generator)
     assert patches.shape[1] == 2 * 3 * 3
     assert torch.allclose(patches.mean(dim=1), torch.zeros(len(patches)), atol=1e-5)  # mean-removed
     filters = spectral_filters(patches, 4, 10, 1e-3, seed=0, backend="sklearn")
@@ -163,9 +163,26 @@ def test_spectral_filters_have_unit_response_variance():
 def test_patches_drawn_more_often_than_there_are_positions_are_kept_once(digits):
     """Two 8x8 digits hold 128 positions; 8,000 draws repeat each many times over."""
     maps = torch.from_numpy(digits.pixels[:2]).float() / 255.0
-    patches = sample_patches(maps, 5, 8000, torch.Generator().manual_seed(0))
+    patches = sample_patches([maps], len(maps), 5, 8000, torch.Generator().manual_seed(0))
     assert 0 < len(patches) <= 128
     assert len(torch.unique(patches, dim=0)) == len(patches)
+
+
+def test_patches_sampled_batch_by_batch_equal_those_of_all_maps_at_once(digits):
+    maps = torch.from_numpy(digits.pixels[:300]).float() / 255.0
+    whole = sample_patches([maps], 300, 5, 2000, torch.Generator().manual_seed(3))
+    batched = sample_patches(maps.split(64), 300, 5, 2000, torch.Generator().manual_seed(3))
+    assert torch.equal(whole, batched)
+
+
+def test_a_forward_pass_holds_a_bounded_map_whatever_the_image_size():
+    from clusterkit.sanet.network import MAP_BUDGET, rows_per_pass
+
+    layers = [SpectralLayer(torch.zeros(32, 3, 5, 5), 2), SpectralLayer(torch.zeros(32, 64, 3, 3), 1)]
+    assert rows_per_pass(layers, (3, 8, 8), 256) == 256
+    rows = rows_per_pass(layers, (3, 256, 256), 256)
+    assert 1 <= rows < 256 and rows * 4 * (3 + 6 * 32) * 256 * 256 <= MAP_BUDGET
+    assert rows_per_pass(layers, (3, 4096, 4096), 256) == 1
 
 
 def test_layer_equals_filters_on_mean_removed_patches():

@@ -34,7 +34,7 @@ from ..sanet.blocks import (
     searched_candidates,
     split_blocks,
 )
-from ..sanet.network import SpectralLayer, forward, map_images
+from ..sanet.network import SpectralLayer, forward, iter_maps, rows_per_pass
 from ..sanet.units import sample_patches, spectral_filters
 from ..spectral import (
     affinity_from_neighbors,
@@ -244,14 +244,14 @@ class SANet(ClusterMethod):
             unit_filters = []
             for unit in range(cfg.units):
                 subset = torch.randperm(len(pixels), generator=generator)[: cfg.subset_size].sort().values.numpy()
-                maps = map_images(pixels[subset], layers, cfg.batch_size, device)
-                patches = sample_patches(maps, patch, cfg.patches_per_unit, generator)
+                maps = iter_maps(pixels[subset], layers, cfg.batch_size, device)
+                patches = sample_patches(maps, len(subset), patch, cfg.patches_per_unit, generator)
                 if len(patches) <= cfg.n_neighbors + cfg.filters + 1:
                     raise InputError("sanet: the images are almost blank; no patch with structure to learn from")
                 filters = spectral_filters(
                     patches, cfg.filters, cfg.n_neighbors, cfg.ridge, self.seed * 1000 + depth * 100 + unit, cfg.knn_backend
                 )
-                unit_filters.append(filters.reshape(cfg.filters, maps.shape[1], patch, patch))
+                unit_filters.append(filters.reshape(cfg.filters, -1, patch, patch))
             deeper = depth < cfg.layers - 1 and side // cfg.pool >= cfg.grid * CELL
             layers.append(SpectralLayer(torch.cat(unit_filters), cfg.pool if deeper else 1))
             console.info(f"sanet: layer {depth + 1}: {cfg.units} units x {cfg.filters} filters ({patch}x{patch})")
@@ -300,12 +300,13 @@ class SANet(ClusterMethod):
         return infer_missing(queries, self.train_blocks_, torch.from_numpy(idx))
 
     def _describe(self, pixels: np.ndarray, device: torch.device, batch_size: int) -> Blocks:
-        """Block descriptors of all images, batch by batch, written into one preallocated (N, G, D) table
-        (collecting the batches and concatenating them would hold the table twice)."""
+        """Block descriptors of all images, a bounded batch at a time, written into one preallocated
+        (N, G, D) table (collecting the batches and concatenating them would hold the table twice)."""
         vectors = state = None
         start = 0
+        rows = rows_per_pass(self.layers_, pixels.shape[1:], batch_size)  # an image's blocks: as much map
         with torch.inference_mode():
-            for x in float_batches(pixels, batch_size, device):
+            for x in float_batches(pixels, rows, device):
                 inputs = split_blocks(x, self.config.grid) if self.config.local_blocks else x
                 part = describe(x.cpu(), forward(inputs, self.layers_).cpu(), self.config.grid, self.blank_norm_)
                 if vectors is None:

@@ -6,6 +6,7 @@ the units of consecutive layers interact (each later unit sees what every earlie
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,9 +40,26 @@ def forward(x: torch.Tensor, layers: list[SpectralLayer]) -> torch.Tensor:
     return x
 
 
-def map_images(
+MAP_BUDGET = 1 << 28  # bytes of float maps one forward pass may hold (256 MiB), whatever the image size
+
+
+def rows_per_pass(layers: list[SpectralLayer], image_shape: tuple[int, int, int], batch_size: int) -> int:
+    """Images per forward pass: at most `batch_size`, fewer where one image's maps are large (a 256 px
+    image's first layer alone holds ~30 MB), so that memory is bounded by MAP_BUDGET, not by the batch."""
+    c, h, w = image_shape
+    widest = c * h * w
+    for layer in layers:
+        f = layer.filters.shape[0]
+        widest = max(widest, (c + 6 * f) * h * w)  # input, response, and the split-rectified copies
+        c, h, w = 2 * f, h // layer.pool, w // layer.pool
+    return max(1, min(batch_size, MAP_BUDGET // (4 * widest)))
+
+
+def iter_maps(
     pixels: np.ndarray, layers: list[SpectralLayer], batch_size: int, device: torch.device,
-) -> torch.Tensor:
-    """The last map of every image, computed batch by batch, on the CPU."""
+) -> Iterator[torch.Tensor]:
+    """The last map of every image, in order, a bounded batch at a time, on the CPU."""
+    rows = rows_per_pass(layers, pixels.shape[1:], batch_size)
     with torch.inference_mode():
-        return torch.cat([forward(x, layers).cpu() for x in float_batches(pixels, batch_size, device)])
+        for x in float_batches(pixels, rows, device):
+            yield forward(x, layers).cpu()

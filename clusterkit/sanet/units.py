@@ -7,6 +7,8 @@ to the unit's spectral coordinates, so that the unit's analysis extends to every
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,8 +19,12 @@ from ..spectral import knn_affinity, spectral_embedding
 FLAT_ENERGY = 0.01  # patches below this fraction of the mean patch energy carry no structure
 
 
-def sample_patches(maps: torch.Tensor, patch: int, n_patches: int, generator: torch.Generator) -> torch.Tensor:
-    """`n_patches` mean-removed patches (n, C*p*p) at random images and positions of `maps` (N, C, H, W).
+def sample_patches(
+    batches: Iterable[torch.Tensor], n_images: int, patch: int, n_patches: int, generator: torch.Generator
+) -> torch.Tensor:
+    """`n_patches` mean-removed patches (n, C*p*p) at random images and positions of the maps
+    (N, C, H, W) of `n_images` images, which arrive in `batches`: only one batch of maps is held at a
+    time, so a unit's memory does not grow with its subset of images or their size.
 
     Zero padding matches the padding of the convolution that later applies the filters. Flat patches
     (blank background, a uniform occluder) are dropped: they are identical after mean removal and
@@ -27,17 +33,23 @@ def sample_patches(maps: torch.Tensor, patch: int, n_patches: int, generator: to
     times over, and the copies' cliques split the graph into thousands of pieces that slow the
     eigen-solver down tenfold.
     """
-    n, c, h, w = maps.shape
     r = patch // 2
-    padded = F.pad(maps, (r, r, r, r)).permute(0, 2, 3, 1)  # N, H+2r, W+2r, C
-    img = torch.randint(0, n, (n_patches,), generator=generator)
-    ys = torch.randint(0, h, (n_patches,), generator=generator)
-    xs = torch.randint(0, w, (n_patches,), generator=generator)
     offsets = torch.arange(patch)
-    windows = padded[
-        img[:, None, None], ys[:, None, None] + offsets[None, :, None], xs[:, None, None] + offsets[None, None, :]
-    ]  # n, p, p, C
-    vectors = windows.permute(0, 3, 1, 2).reshape(n_patches, c * patch * patch)
+    parts, start, drawn = [], 0, None
+    for maps in batches:
+        b, c, h, w = maps.shape
+        if drawn is None:  # every map has the first one's size
+            drawn = [torch.randint(0, top, (n_patches,), generator=generator) for top in (n_images, h, w)]
+        img, ys, xs = drawn
+        here = (img >= start) & (img < start + b)
+        img, ys, xs = img[here] - start, ys[here], xs[here]
+        padded = F.pad(maps, (r, r, r, r)).permute(0, 2, 3, 1)  # b, H+2r, W+2r, C
+        windows = padded[
+            img[:, None, None], ys[:, None, None] + offsets[None, :, None], xs[:, None, None] + offsets[None, None, :]
+        ]  # n, p, p, C
+        parts.append(windows.permute(0, 3, 1, 2).reshape(len(img), c * patch * patch))
+        start += b
+    vectors = torch.cat(parts)
     vectors = vectors - vectors.mean(dim=1, keepdim=True)
     energy = vectors.pow(2).sum(dim=1)
     return torch.unique(vectors[energy > FLAT_ENERGY * energy.mean()], dim=0)
