@@ -28,8 +28,8 @@ from clusterkit.sanet.blocks import (
 from clusterkit.sanet.network import SpectralLayer
 from clusterkit.sanet.units import sample_patches, spectral_filters
 
-# Small but real: 3 units of 8 filters, fitted on 1,200 digits, in a few seconds on one core.
-FAST = {"subset_size": 600, "patches_per_unit": 3000, "units": 3}
+# Small but real: 3 units of 8 filters, fitted once (no restarts) on 1,200 digits, in a few seconds on one core.
+FAST = {"subset_size": 600, "patches_per_unit": 3000, "units": 3, "restarts": 1}
 N_TRAIN = 1200
 
 
@@ -53,6 +53,16 @@ def test_separates_real_rgb_photos_where_kmeans_does_not():
     crops = load_builtin("photo-crops")
     model = get_method_class("sanet")(k=2, seed=0, device="cpu", **FAST).fit(crops)
     assert cluster_acc(crops.labels, model.training_labels_) > 0.9
+
+
+def test_restarts_are_judged_on_a_sample_and_the_smallest_cut_is_refitted_on_all(digits):
+    images, options = digits.subset(range(600)), {**FAST, "subset_size": 300}
+    model = get_method_class("sanet")(k=10, seed=0, device="cpu", **{**options, "restarts": 3}).fit(images)
+    cuts = model.fit_info()["restart_cuts"]
+    assert len(cuts) == 3 and "0" in cuts  # restart 0 keeps the run's seed
+    winner = min(cuts, key=cuts.get)
+    plain = get_method_class("sanet")(k=10, seed=int(winner), device="cpu", **options).fit(images)
+    assert np.array_equal(model.training_labels_, plain.training_labels_)
 
 
 def test_predict_on_held_out_images(fitted, digits):

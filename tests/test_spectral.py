@@ -8,7 +8,15 @@ import scipy.sparse as sp
 
 from clusterkit.errors import InputError
 from clusterkit.neighbors import knn
-from clusterkit.spectral import eigengap_k, knn_affinity, normalized_laplacian, relaxed_cut, spectral_embedding
+from clusterkit.spectral import (
+    eigengap_k,
+    knn_affinity,
+    normalized_cut,
+    normalized_laplacian,
+    refine_cut,
+    relaxed_cut,
+    spectral_embedding,
+)
 
 
 def blobs(n_per=60, centers=((0, 0), (10, 0), (0, 10)), seed=0):
@@ -87,3 +95,30 @@ def test_k_beyond_the_distinct_images_is_refused(method):
     images = digits.subset([0, 1, 2] * 5)
     with pytest.raises(InputError, match="larger than the number of distinct images"):
         get_method(method, k=4, seed=0, device="cpu").fit(images)
+
+
+def two_triangles_joined_by_one_edge() -> sp.csr_matrix:
+    edges = [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5), (2, 3)]
+    rows, cols = zip(*edges)
+    w = sp.coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(6, 6))
+    return (w + w.T).tocsr()
+
+
+def test_normalized_cut_of_two_triangles_by_hand():
+    """Each triangle has volume 2 + 2 + 3 = 7 and one edge leaving it: 1/7 + 1/7."""
+    w = two_triangles_joined_by_one_edge()
+    assert np.isclose(normalized_cut(w, np.array([0, 0, 0, 1, 1, 1]), 2), 2 / 7)
+    # {0, 1} (volume 4, cut 2) and {2..5} (volume 10, cut 2): 2/4 + 2/10
+    assert np.isclose(normalized_cut(w, np.array([0, 0, 1, 1, 1, 1]), 2), 0.5 + 0.2)
+    assert np.isclose(normalized_cut(w, np.zeros(6, dtype=int), 2), 1.0)  # the empty cluster counts 1
+
+
+def test_refining_moves_the_misplaced_node_and_never_raises_the_cut():
+    w = two_triangles_joined_by_one_edge()
+    assert refine_cut(w, np.array([0, 0, 1, 1, 1, 1]), 2).tolist() == [0, 0, 0, 1, 1, 1]
+    x = blobs(n_per=40, centers=((0, 0), (2, 0), (0, 2)))
+    affinity = knn_affinity(x, 10)
+    start = np.random.default_rng(0).integers(0, 3, len(x))
+    refined = refine_cut(affinity, start, 3)
+    assert normalized_cut(affinity, refined, 3) < 0.5 * normalized_cut(affinity, start, 3)  # 2.02 -> 0.51
+    assert len(np.unique(refined)) == 3

@@ -41,6 +41,8 @@ from ..spectral import (
     check_distinct,
     distinct_rows,
     neighbor_vote,
+    normalized_cut,
+    refine_cut,
     relaxed_cut,
     spectral_partition,
 )
@@ -76,7 +78,9 @@ class SANetConfig(MethodConfig):
     a texture, a whole part) depends on it. 'auto' tries the input size and its halvings down to
     2 x grid px (grid x patch_size with local_blocks) and keeps the size whose image graph has the smallest relaxed normalized cut (the mean of
     its first k Laplacian eigenvalues: the clearest k groups), judged on the same seeded `subset_size`
-    images at every size; Ng, Jordan & Weiss choose their affinity's scale the same way."""
+    images at every size; Ng, Jordan & Weiss choose their affinity's scale the same way. restarts: whole
+    fits with other random draws (units' subsets and patches), judged on those same images; the one whose
+    partition has the smallest normalized cut is kept, as k-means keeps its restart of smallest inertia."""
 
     layers: int = 2
     units: int = 4
@@ -100,9 +104,11 @@ class SANetConfig(MethodConfig):
     n_init: int = 10
     k_max: int = 20
     working_size: Literal["auto"] | int = "auto"
+    restarts: int = 4
 
     def validate(self) -> None:
-        positive = ("layers", "units", "filters", "patch_size", "deep_patch_size", "pool", "grid", "batch_size", "n_init", "candidate_dims")
+        positive = ("layers", "units", "filters", "patch_size", "deep_patch_size", "pool", "grid", "batch_size", "n_init",
+                    "candidate_dims", "restarts")
         for key in positive:
             if getattr(self, key) < 1:
                 raise InputError(f"sanet option {key} must be >= 1, got {getattr(self, key)}")
@@ -121,6 +127,12 @@ class SANetConfig(MethodConfig):
             raise InputError(f"sanet option working_size must be 'auto' or >= grid ({self.grid}), got {self.working_size}")
 
 
+def restart_seed(seed: int, restart: int) -> int:
+    """Restart 0 keeps the run's seed, so that one restart is the plain fit; the others draw theirs
+    from it (below 2^31: scikit-learn's random_state takes 32-bit seeds, and the units add to it)."""
+    return seed if restart == 0 else int(np.random.SeedSequence([seed, restart]).generate_state(1)[0] >> 2)
+
+
 def scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
     """(height, width) times `factor`, rounded, at least one pixel."""
     return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
@@ -137,14 +149,29 @@ class SANet(ClusterMethod):
 
     # --- learning -------------------------------------------------------------------------
     def _fit(self, images: ImageSet, context: FitContext) -> None:
+        """One fit, or the best of several candidates (working sizes, then restarts at the chosen
+        size), each judged on the same seeded `subset_size` images; the winner is then fitted on all."""
+        cfg = self.config
         device = resolve_device(self.device)
         self.device_ = str(device)
         self.size_cuts_: dict[str, float] = {}  # relaxed cut per candidate size, when there are several
+        self.restart_cuts_: dict[str, float] = {}  # normalized cut per restart's seed, when there are several
+        self.k_selection_: dict[str, Any] = {}  # the eigenvalues --k auto chose k from
         sizes = self._working_sizes(images.size)
-        if len(sizes) == 1:
-            self._fit_at(images, sizes[0], device)
+        if len(sizes) == 1 and cfg.restarts == 1:
+            self._fit_at(images, sizes[0], device, self.seed)
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        chosen = torch.randperm(len(images), generator=generator)[: cfg.subset_size].sort().values.numpy()
+        sample = images if len(chosen) == len(images) else images.subset(chosen)
+        size, state = self._best_size(sample, sizes, device)
+        seed, state = self._best_restart(sample, size, device, state)
+        size_cuts, restart_cuts = dict(self.size_cuts_), dict(self.restart_cuts_)
+        if sample is images:
+            self.load_state_dict(state)
         else:
-            self._fit_best_size(images, sizes, device)
+            self._fit_at(images, size, device, seed)
+        self.size_cuts_, self.restart_cuts_ = size_cuts, restart_cuts
 
     def _working_sizes(self, size: tuple[int, int]) -> list[tuple[int, int]]:
         """The configured working size, or (auto) the input size and its halvings down to 2 x grid px:
@@ -160,36 +187,53 @@ class SANet(ClusterMethod):
             factor *= 2
         return sizes
 
-    def _fit_best_size(self, images: ImageSet, sizes: list[tuple[int, int]], device: torch.device) -> None:
-        """Fit on a seeded sample at every candidate size, keep the size with the smallest relaxed cut,
-        then fit all images at it (or keep the sample's fit when the sample is all images).
+    def _best_size(self, sample: ImageSet, sizes: list[tuple[int, int]], device: torch.device):
+        """(size, state) of the candidate size whose image graph has the smallest relaxed cut.
 
         Cuts are compared at one k: with --k auto, the one the eigengap picks at the input size (the
         first candidate); a mean over fewer eigenvalues is smaller, so each size's own k would favour
         whichever size's eigengap happens to pick a small k.
         """
-        cfg = self.config
-        generator = torch.Generator().manual_seed(self.seed)
-        chosen = torch.randperm(len(images), generator=generator)[: cfg.subset_size].sort().values.numpy()
-        sample = images if len(chosen) == len(images) else images.subset(chosen)
-        best, cuts = None, {}
+        best = None
         for size in sizes:
-            self._fit_at(sample, size, device)  # resolves k at the first size when it was 'auto'
+            self._fit_at(sample, size, device, self.seed)  # resolves k at the first size when it was 'auto'
+            if len(sizes) == 1:
+                return size, self.state_dict()
             cut = relaxed_cut(np.asarray(self.eigenvalues_), int(self.k_))
-            cuts[f"{size[0]}x{size[1]}"] = round(cut, 6)
+            self.size_cuts_[f"{size[0]}x{size[1]}"] = round(cut, 6)
             console.info(f"sanet: working size {size[0]}x{size[1]}: relaxed cut {cut:.4f} on {len(sample)} images")
             if best is None or cut < best[0]:
                 best = (cut, size, self.state_dict())
         cut, size, state = best
         console.info(f"sanet: working size {size[0]}x{size[1]} (smallest relaxed cut, {cut:.4f})")
-        if sample is images:
-            self.load_state_dict(state)
-        else:
-            self._fit_at(images, size, device)
-        self.size_cuts_ = cuts
+        return size, state
 
-    def _fit_at(self, images: ImageSet, size: tuple[int, int], device: torch.device) -> None:
-        """The whole fit with the images resized to `size`: layers, block table, graph, partition."""
+    def _best_restart(self, sample: ImageSet, size: tuple[int, int], device: torch.device, first: dict[str, Any]):
+        """(seed, state) of the restart whose partition has the smallest normalized cut.
+
+        Restarts differ in the units' random subsets and patches, hence in their filters and graph,
+        and the partitions they give differ more than k-means restarts on one graph do. Their cuts are
+        comparable: each graph is a self-tuning kNN graph of the same images with the same degree.
+        """
+        best = (first["cut"], self.seed, first)
+        for restart in range(self.config.restarts):
+            seed = restart_seed(self.seed, restart)
+            if restart:
+                self._fit_at(sample, size, device, seed)
+                state = self.state_dict()
+            else:
+                state = first
+            cut = float(state["cut"])
+            if self.config.restarts > 1:
+                self.restart_cuts_[str(seed)] = round(cut, 6)
+                console.info(f"sanet: restart {restart + 1}/{self.config.restarts}: normalized cut {cut:.4f}")
+            if cut < best[0]:
+                best = (cut, seed, state)
+        return best[1], best[2]
+
+    def _fit_at(self, images: ImageSet, size: tuple[int, int], device: torch.device, seed: int) -> None:
+        """The whole fit with the images resized to `size`, its random draws seeded by `seed`: layers,
+        block table, graph, partition."""
         cfg = self.config
         self.working_size_ = size
         images = self._at_working_size(images)
@@ -200,11 +244,11 @@ class SANet(ClusterMethod):
                          "each distinct image is one node of the graph")
             images = images.subset(first)
         self.copy_of_ = torch.from_numpy(copy_of)
-        self.layers_ = self._fit_layers(images.pixels, device)
+        self.layers_ = self._fit_layers(images.pixels, device, seed)
         console.info(f"sanet: describing {len(images)} images through {len(self.layers_)} layer(s)")
         # A seeded random sample, not the first images: folders are read sorted by path, and
         # class-sorted folders would bias the blank threshold and the PCA axes towards a few classes.
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(seed)
         chosen = torch.randperm(len(images), generator=generator)[: cfg.subset_size].sort().values
         sample = torch.from_numpy(images.pixels[chosen.numpy()]).float() / 255.0
         self.blank_norm_ = blank_threshold(sample, cfg.grid)
@@ -225,18 +269,21 @@ class SANet(ClusterMethod):
                 f"sanet: the image graph has {self.graph_components_} connected components, more than the clusters "
                 "asked for; groups of near-duplicates larger than n_neighbors do this (raise n_neighbors)"
             )
-        labels, k, values = spectral_partition(affinity, self.k_, cfg.k_max, cfg.n_init, self.seed, weights=counts)
+        labels, k, values = spectral_partition(affinity, self.k_, cfg.k_max, cfg.n_init, seed, weights=counts)
         if self.k_ == "auto":
             console.info(f"sanet: --k auto chose k={k} (eigengap)")
+            self.k_selection_ = {"criterion": "eigengap", "eigenvalues": [float(v) for v in values]}
         self.k_ = k
         self.eigenvalues_ = [float(v) for v in values]
+        labels = refine_cut(affinity, labels, k)
+        self.cut_ = normalized_cut(affinity, labels, k)
         self.train_labels_ = torch.from_numpy(labels)
 
-    def _fit_layers(self, pixels: np.ndarray, device: torch.device) -> list[SpectralLayer]:
+    def _fit_layers(self, pixels: np.ndarray, device: torch.device, seed: int) -> list[SpectralLayer]:
         """Layer by layer: each unit draws its images, maps them through the layers fitted so far, and
         learns its filters from their patches; the layer is all units' filters side by side."""
         cfg = self.config
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(seed)
         layers: list[SpectralLayer] = []
         side = min(pixels.shape[2:])
         for depth in range(cfg.layers):
@@ -249,7 +296,7 @@ class SANet(ClusterMethod):
                 if len(patches) <= cfg.n_neighbors + cfg.filters + 1:
                     raise InputError("sanet: the images are almost blank; no patch with structure to learn from")
                 filters = spectral_filters(
-                    patches, cfg.filters, cfg.n_neighbors, cfg.ridge, self.seed * 1000 + depth * 100 + unit, cfg.knn_backend
+                    patches, cfg.filters, cfg.n_neighbors, cfg.ridge, seed * 1000 + depth * 100 + unit, cfg.knn_backend
                 )
                 unit_filters.append(filters.reshape(cfg.filters, -1, patch, patch))
             deeper = depth < cfg.layers - 1 and side // cfg.pool >= cfg.grid * CELL
@@ -338,9 +385,9 @@ class SANet(ClusterMethod):
     def fit_info(self) -> dict[str, Any]:
         info = {"layers_used": len(self.layers_), "eigenvalues": self.eigenvalues_, "graph_nnz": self.graph_nnz_,
                 "graph_components": self.graph_components_, "working_size": list(self.working_size_),
-                "working_size_cuts": self.size_cuts_}
-        if self.k == "auto":
-            info["k_selection"] = {"criterion": "eigengap", "eigenvalues": self.eigenvalues_}
+                "working_size_cuts": self.size_cuts_, "normalized_cut": self.cut_, "restart_cuts": self.restart_cuts_}
+        if getattr(self, "k_selection_", None):
+            info["k_selection"] = self.k_selection_
         return info
 
     def _at_working_size(self, images: ImageSet) -> ImageSet:
@@ -362,6 +409,8 @@ class SANet(ClusterMethod):
             "blank_norm": self.blank_norm_,
             "working_size": list(self.working_size_),
             "working_size_cuts": self.size_cuts_,
+            "restart_cuts": self.restart_cuts_,
+            "cut": self.cut_,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -377,3 +426,5 @@ class SANet(ClusterMethod):
         self.blank_norm_ = float(state["blank_norm"])
         self.working_size_ = tuple(state.get("working_size", self.image_shape_[1:]))  # older models: input size
         self.size_cuts_ = dict(state.get("working_size_cuts", {}))
+        self.restart_cuts_ = dict(state.get("restart_cuts", {}))
+        self.cut_ = float(state.get("cut", float("nan")))  # older models: not recorded
