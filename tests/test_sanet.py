@@ -170,12 +170,16 @@ def test_spectral_filters_have_unit_response_variance():
     assert torch.allclose((patches @ filters.T).std(dim=0), torch.ones(4), atol=1e-3)
 
 
-def test_patches_drawn_more_often_than_there_are_positions_are_kept_once(digits):
-    """Two 8x8 digits hold 128 positions; 8,000 draws repeat each many times over."""
+def test_positions_are_drawn_once_each_where_the_maps_hold_few(digits):
+    """Two 8x8 digits hold 128 positions; 8,000 draws with replacement would repeat each ~60 times."""
+    from clusterkit.sanet.units import _draw_positions
+
+    img, ys, xs = _draw_positions((2, 8, 8), 8000, torch.Generator().manual_seed(0))
+    assert len(set(zip(img.tolist(), ys.tolist(), xs.tolist()))) == len(img) == 128
     maps = torch.from_numpy(digits.pixels[:2]).float() / 255.0
-    patches = sample_patches([maps], len(maps), 5, 8000, torch.Generator().manual_seed(0))
-    assert 0 < len(patches) <= 128
-    assert len(torch.unique(patches, dim=0)) == len(patches)
+    assert 0 < len(sample_patches([maps], 2, 5, 8000, torch.Generator().manual_seed(0))) <= 128
+    many = _draw_positions((2000, 8, 8), 8000, torch.Generator().manual_seed(0))  # 128,000 positions
+    assert all(len(part) == 8000 for part in many) and int(many[0].max()) < 2000 and int(many[1].max()) < 8
 
 
 def test_patches_sampled_batch_by_batch_equal_those_of_all_maps_at_once(digits):
