@@ -215,19 +215,17 @@ class SANet(ClusterMethod):
         and the partitions they give differ more than k-means restarts on one graph do. Their cuts are
         comparable: each graph is a self-tuning kNN graph of the same images with the same degree.
         """
-        best = (first["cut"], self.seed, first)
-        for restart in range(self.config.restarts):
+        restarts, best = self.config.restarts, None
+        for restart in range(restarts):
             seed = restart_seed(self.seed, restart)
             if restart:
                 self._fit_at(sample, size, device, seed)
-                state = self.state_dict()
-            else:
-                state = first
+            state = self.state_dict() if restart else first
             cut = float(state["cut"])
-            if self.config.restarts > 1:
+            if restarts > 1:
                 self.restart_cuts_[str(seed)] = round(cut, 6)
-                console.info(f"sanet: restart {restart + 1}/{self.config.restarts}: normalized cut {cut:.4f}")
-            if cut < best[0]:
+                console.info(f"sanet: restart {restart + 1}/{restarts}: normalized cut {cut:.4f}")
+            if best is None or cut < best[0]:
                 best = (cut, seed, state)
         return best[1], best[2]
 
@@ -351,7 +349,7 @@ class SANet(ClusterMethod):
         (N, G, D) table (collecting the batches and concatenating them would hold the table twice)."""
         vectors = state = None
         start = 0
-        rows = rows_per_pass(self.layers_, pixels.shape[1:], batch_size)  # an image's blocks: as much map
+        rows = rows_per_pass(self.layers_, pixels.shape[1:], batch_size)  # local_blocks: about as much map
         with torch.inference_mode():
             for x in float_batches(pixels, rows, device):
                 inputs = split_blocks(x, self.config.grid) if self.config.local_blocks else x
