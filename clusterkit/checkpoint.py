@@ -87,6 +87,7 @@ def load_model(path: str | Path, device: str = "auto", batch_size: int | None = 
         pre = payload["preprocess"]
         model.image_shape_ = (int(pre["channels"]), *map(int, pre["size"]))
         model.load_state_dict(payload["state"])
+        model.fitted_ = True
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a damaged or hand-edited checkpoint
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise InputError(f"checkpoint {path} is damaged or does not match its {method} model: "

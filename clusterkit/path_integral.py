@@ -62,7 +62,7 @@ def path_integral_clustering(
     walk = _Walk(np.asarray(x, dtype=np.float32), n_neighbors, a, z)
     links = csr_matrix((np.ones(n), (np.arange(n), walk.nearest)), shape=(n, n))
     pieces, member = connected_components(links, directed=False)
-    if pieces < k:  # each piece holds two images or more, so k > n/2 can ask for more: start from single images
+    if pieces < k:  # each piece holds two images or more (k > n/2 always asks for more): start from single images
         member = np.arange(n)
     # Clusters are candidates for a merge when a kNN edge joins them in either direction.
     edges = csr_matrix((np.ones(walk.cols.size), (np.repeat(np.arange(n), walk.cols.shape[1]), walk.cols.ravel())), shape=(n, n))

@@ -184,16 +184,20 @@ def refine_cut(affinity: sp.spmatrix, labels: np.ndarray, n_clusters: int, max_i
     to cluster C is, up to a constant, links(C, C) / vol(C)^2 - 2 links(i, C) / (d_i vol(C)). All
     nodes move to their nearest cluster at once; a move is kept only while it lowers the cut and
     empties no cluster, so the result is never worse than its start. Costs O(nnz(W) k) per step.
+    Each node counts once here, also where it stands for several copies (`distinct_rows`).
     """
     affinity = sp.csr_matrix(affinity)
     degree = np.maximum(np.asarray(affinity.sum(axis=1)).ravel(), np.finfo(np.float64).tiny)
     labels, cut = labels.copy(), normalized_cut(affinity, labels, n_clusters)
     for _ in range(max_iter):
         h = _indicator(labels, n_clusters)
-        volume = np.maximum(h.T @ degree, np.finfo(np.float64).tiny)
+        volume = h.T @ degree
         within = (h.T @ affinity @ h).diagonal()
         links = np.asarray((affinity @ h).todense())
-        moved = (within / volume**2 - 2.0 * links / (degree[:, None] * volume)).argmin(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            distance = within / volume**2 - 2.0 * links / (degree[:, None] * volume)
+        distance[:, volume == 0] = np.inf  # an empty cluster takes no node (and stays empty)
+        moved = distance.argmin(axis=1)
         if np.array_equal(moved, labels) or len(np.unique(moved)) < len(np.unique(labels)):
             break
         moved_cut = normalized_cut(affinity, moved, n_clusters)

@@ -163,6 +163,9 @@ def test_sanet_k_auto_is_reported(cli, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["k_selection"]["criterion"] == "eigengap"
     assert metrics["k"] == 2 + int(np.argmax(np.diff(metrics["k_selection"]["eigenvalues"])[1:8]))
+    from clusterkit.checkpoint import load_model
+
+    assert load_model(out / "model.ckpt").fit_info()["k_selection"] == metrics["k_selection"]
 
 
 def test_collapse_is_warned(cli, tmp_path):

@@ -64,6 +64,21 @@ def test_an_unfitted_model_says_so(tmp_path, method):
         model.save(tmp_path / "model.ckpt")
 
 
+def test_a_fit_that_fails_half_way_leaves_an_unfitted_model(monkeypatch):
+    model = get_method("spectral", k=3, device="cpu")
+    images = load_images("builtin:digits").subset(range(60))
+    model.fit(images)
+
+    def interrupted(images, context):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "_fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(images)
+    with pytest.raises(InputError, match="not fitted"):
+        model.predict(images)
+
+
 @pytest.mark.parametrize("method", ["kmeans", "spectral", "gmm"])
 def test_classical_models_refuse_images_of_another_shape(method):
     from clusterkit.data.loading import resample

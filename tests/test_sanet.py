@@ -55,14 +55,17 @@ def test_separates_real_rgb_photos_where_kmeans_does_not():
     assert cluster_acc(crops.labels, model.training_labels_) > 0.9
 
 
-def test_restarts_are_judged_on_a_sample_and_the_smallest_cut_is_refitted_on_all(digits):
+def test_restarts_are_judged_on_a_sample_and_the_winners_filters_describe_all_images(digits):
     images, options = digits.subset(range(600)), {**FAST, "subset_size": 300}
     model = get_method_class("sanet")(k=10, seed=0, device="cpu", **{**options, "restarts": 3}).fit(images)
     cuts = model.fit_info()["restart_cuts"]
     assert len(cuts) == 3 and "0" in cuts  # restart 0 keeps the run's seed
     winner = min(cuts, key=cuts.get)
-    plain = get_method_class("sanet")(k=10, seed=int(winner), device="cpu", **options).fit(images)
-    assert np.array_equal(model.training_labels_, plain.training_labels_)
+    sample = torch.randperm(600, generator=torch.Generator().manual_seed(0))[:300].sort().values.numpy()
+    on_sample = get_method_class("sanet")(k=10, seed=int(winner), device="cpu", **options).fit(images.subset(sample))
+    assert on_sample.cut_ == pytest.approx(cuts[winner], abs=1e-6)
+    assert all(torch.equal(a.filters, b.filters) for a, b in zip(model.layers_, on_sample.layers_, strict=True))
+    assert len(model.training_labels_) == 600 and len(model.train_blocks_) == 600
 
 
 def test_predict_on_held_out_images(fitted, digits):

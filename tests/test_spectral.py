@@ -122,3 +122,6 @@ def test_refining_moves_the_misplaced_node_and_never_raises_the_cut():
     refined = refine_cut(affinity, start, 3)
     assert normalized_cut(affinity, refined, 3) < 0.5 * normalized_cut(affinity, start, 3)  # 2.02 -> 0.51
     assert len(np.unique(refined)) == 3
+    # A cluster that starts empty stays empty, and the others are still refined.
+    three = refine_cut(w, np.array([0, 0, 2, 2, 2, 2]), 3)
+    assert three.tolist() == [0, 0, 0, 2, 2, 2]

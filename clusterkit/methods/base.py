@@ -46,9 +46,11 @@ class ClusterMethod(ABC):
 
     # --- learning -------------------------------------------------------------------------
     def fit(self, images: ImageSet, context: FitContext | None = None) -> "ClusterMethod":
+        self.fitted_ = False  # until _fit returns: a fit that failed half-way leaves no usable model
         self.k_ = self.check_k(len(images))
         self.image_shape_ = (images.channels, *images.size)
         self._fit(images, context or FitContext())
+        self.fitted_ = True
         return self
 
     @abstractmethod
@@ -72,7 +74,7 @@ class ClusterMethod(ABC):
                 "config": settings}
 
     def check_fitted(self) -> None:
-        if not hasattr(self, "image_shape_"):
+        if not getattr(self, "fitted_", False):
             raise InputError(f"this {self.name} model is not fitted: call fit() first, or load a saved model")
 
     def check_shape(self, images: ImageSet) -> None:

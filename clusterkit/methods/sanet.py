@@ -79,8 +79,9 @@ class SANetConfig(MethodConfig):
     2 x grid px (grid x patch_size with local_blocks) and keeps the size whose image graph has the smallest relaxed normalized cut (the mean of
     its first k Laplacian eigenvalues: the clearest k groups), judged on the same seeded `subset_size`
     images at every size; Ng, Jordan & Weiss choose their affinity's scale the same way. restarts: whole
-    fits with other random draws (units' subsets and patches), judged on those same images; the one whose
-    partition has the smallest normalized cut is kept, as k-means keeps its restart of smallest inertia."""
+    fits with other random draws (units' subsets and patches), judged on those same images; the filters of
+    the one whose partition has the smallest normalized cut are kept, as k-means keeps its restart of
+    smallest inertia."""
 
     layers: int = 2
     units: int = 4
@@ -129,8 +130,12 @@ class SANetConfig(MethodConfig):
 
 def restart_seed(seed: int, restart: int) -> int:
     """Restart 0 keeps the run's seed, so that one restart is the plain fit; the others draw theirs
-    from it (below 2^31: scikit-learn's random_state takes 32-bit seeds, and the units add to it)."""
+    from it, below 2^30 (the seed also goes to scikit-learn, whose random_state must be below 2^32)."""
     return seed if restart == 0 else int(np.random.SeedSequence([seed, restart]).generate_state(1)[0] >> 2)
+
+
+def _layers(state: dict[str, Any]) -> list[SpectralLayer]:
+    return [SpectralLayer(layer["filters"], int(layer["pool"])) for layer in state["layers"]]
 
 
 def scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
@@ -150,7 +155,8 @@ class SANet(ClusterMethod):
     # --- learning -------------------------------------------------------------------------
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         """One fit, or the best of several candidates (working sizes, then restarts at the chosen
-        size), each judged on the same seeded `subset_size` images; the winner is then fitted on all."""
+        size), each judged on the same seeded `subset_size` images; when those are not all the images,
+        the winner's filters then describe all of them, and the graph and partition are of all."""
         cfg = self.config
         device = resolve_device(self.device)
         self.device_ = str(device)
@@ -169,8 +175,8 @@ class SANet(ClusterMethod):
         size_cuts, restart_cuts = dict(self.size_cuts_), dict(self.restart_cuts_)
         if sample is images:
             self.load_state_dict(state)
-        else:
-            self._fit_at(images, size, device, seed)
+        else:  # the winner's filters, which is what the restarts chose between; the rest on all images
+            self._fit_at(images, size, device, seed, layers=_layers(state))
         self.size_cuts_, self.restart_cuts_ = size_cuts, restart_cuts
 
     def _working_sizes(self, size: tuple[int, int]) -> list[tuple[int, int]]:
@@ -229,9 +235,10 @@ class SANet(ClusterMethod):
                 best = (cut, seed, state)
         return best[1], best[2]
 
-    def _fit_at(self, images: ImageSet, size: tuple[int, int], device: torch.device, seed: int) -> None:
-        """The whole fit with the images resized to `size`, its random draws seeded by `seed`: layers,
-        block table, graph, partition."""
+    def _fit_at(self, images: ImageSet, size: tuple[int, int], device: torch.device, seed: int,
+                layers: list[SpectralLayer] | None = None) -> None:
+        """The whole fit with the images resized to `size`, its random draws seeded by `seed`: layers
+        (unless given), block table, graph, partition."""
         cfg = self.config
         self.working_size_ = size
         images = self._at_working_size(images)
@@ -242,7 +249,7 @@ class SANet(ClusterMethod):
                          "each distinct image is one node of the graph")
             images = images.subset(first)
         self.copy_of_ = torch.from_numpy(copy_of)
-        self.layers_ = self._fit_layers(images.pixels, device, seed)
+        self.layers_ = layers or self._fit_layers(images.pixels, device, seed)
         console.info(f"sanet: describing {len(images)} images through {len(self.layers_)} layer(s)")
         # A seeded random sample, not the first images: folders are read sorted by path, and
         # class-sorted folders would bias the blank threshold and the PCA axes towards a few classes.
@@ -384,7 +391,7 @@ class SANet(ClusterMethod):
         info = {"layers_used": len(self.layers_), "eigenvalues": self.eigenvalues_, "graph_nnz": self.graph_nnz_,
                 "graph_components": self.graph_components_, "working_size": list(self.working_size_),
                 "working_size_cuts": self.size_cuts_, "normalized_cut": self.cut_, "restart_cuts": self.restart_cuts_}
-        if getattr(self, "k_selection_", None):
+        if self.k_selection_:
             info["k_selection"] = self.k_selection_
         return info
 
@@ -409,10 +416,11 @@ class SANet(ClusterMethod):
             "working_size_cuts": self.size_cuts_,
             "restart_cuts": self.restart_cuts_,
             "cut": self.cut_,
+            "k_selection": self.k_selection_,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.layers_ = [SpectralLayer(layer["filters"], int(layer["pool"])) for layer in state["layers"]]
+        self.layers_ = _layers(state)
         self.train_blocks_ = Blocks(state["train_blocks"], state["train_blank"])
         self.projection_ = Projection(state["projection_mean"], state["projection_axes"])
         self.train_coords_ = None
@@ -426,3 +434,4 @@ class SANet(ClusterMethod):
         self.size_cuts_ = dict(state.get("working_size_cuts", {}))
         self.restart_cuts_ = dict(state.get("restart_cuts", {}))
         self.cut_ = float(state.get("cut", float("nan")))  # older models: not recorded
+        self.k_selection_ = dict(state.get("k_selection", {}))

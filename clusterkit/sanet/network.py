@@ -60,6 +60,7 @@ def iter_maps(
 ) -> Iterator[torch.Tensor]:
     """The last map of every image, in order, a bounded batch at a time, on the CPU."""
     rows = rows_per_pass(layers, pixels.shape[1:], batch_size)
-    with torch.inference_mode():
-        for x in float_batches(pixels, rows, device):
-            yield forward(x, layers).cpu()
+    for x in float_batches(pixels, rows, device):
+        with torch.no_grad():  # not inference mode: the maps are used by the caller, outside it
+            maps = forward(x, layers).cpu()
+        yield maps

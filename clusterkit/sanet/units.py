@@ -29,7 +29,7 @@ def sample_patches(
     Zero padding matches the padding of the convolution that later applies the filters. Flat patches
     (blank background, a uniform occluder) are dropped: they are identical after mean removal and
     would form one large clique in the patch graph without saying anything about shapes. Where the
-    maps hold few positions (under 4 x n_patches), positions are drawn without replacement: on a few
+    maps hold few positions (at most 4 x n_patches), positions are drawn without replacement: on a few
     small images, drawing with replacement takes each position many times over, and the copies'
     cliques split the patch graph into thousands of pieces that slow the eigen-solver down tenfold.
     Patches that are alike at different positions stay: dropping them cost the robust setting 0.03
