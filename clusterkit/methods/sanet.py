@@ -146,7 +146,7 @@ def scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
 @register
 class SANet(ClusterMethod):
     name = "sanet"
-    description = "SA-Net: spectral-analysis units in layers, occlusion-robust block similarity, spectral clustering"
+    description = "SA-Net: spectral-analysis units in layers, occlusion-robust block similarity, spectral clustering refined on its normalized cut"
     trainable = True
     supports_auto_k = True
     Config = SANetConfig
