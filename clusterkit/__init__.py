@@ -16,6 +16,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .data import ImageSet, load_images
+    from .errors import InputError
     from .methods.base import ClusterMethod
 
 
@@ -31,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from . import data
 
         return getattr(data, name)
+    if name == "InputError":  # what the library raises for bad input, as the CLI's one-line errors
+        from .errors import InputError
+
+        return InputError
     if name == "load_model":
         from .checkpoint import load_model
 

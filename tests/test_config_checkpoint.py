@@ -79,6 +79,15 @@ def test_a_fit_that_fails_half_way_leaves_an_unfitted_model(monkeypatch):
         model.predict(images)
 
 
+def test_predict_on_a_bare_array_says_what_it_takes():
+    from clusterkit import InputError as exported
+
+    digits = load_images("builtin:digits").subset(range(60))
+    model = get_method("kmeans", k=3, device="cpu").fit(digits)
+    with pytest.raises(exported, match="takes an ImageSet"):
+        model.predict(digits.pixels)
+
+
 @pytest.mark.parametrize("method", ["kmeans", "spectral", "gmm"])
 def test_classical_models_refuse_images_of_another_shape(method):
     from clusterkit.data.loading import resample

@@ -60,6 +60,8 @@ class ClusterMethod(ABC):
     def predict_proba(self, images: ImageSet) -> np.ndarray:
         """(N, k) soft assignments; rows sum to one."""
         self.check_fitted()
+        if not isinstance(images, ImageSet):
+            raise InputError(f"predict takes an ImageSet (clusterkit.load_images), got {type(images).__name__}")
         self.check_shape(images)
         return self._predict_proba(images)
 
