@@ -87,7 +87,7 @@ def test_copies_of_an_image_share_one_cluster_in_fit_and_assign(method, index, k
     assert (model.predict(images) == labels).all()
 
 
-@pytest.mark.parametrize("method", ["spectral", "sanet"])
+@pytest.mark.parametrize("method", ["spectral", "sanet", "kmeans", "gmm"])
 def test_k_beyond_the_distinct_images_is_refused(method):
     from clusterkit import get_method, load_images
 

@@ -87,7 +87,10 @@ class _ClassicalMethod(ClusterMethod):
         self.k_selection_: dict[str, Any] = {}
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
-        self._fit_features(self.features_.fit_transform(images))
+        x = self.features_.fit_transform(images)
+        if self.k_ != "auto":  # more clusters than distinct points could only be empty
+            check_distinct(self.k_, len(np.unique(x, axis=0)))
+        self._fit_features(x)
 
     def _set_auto_k(self, k: int, selection: dict[str, Any]) -> None:
         self.k_, self.k_selection_ = k, selection
