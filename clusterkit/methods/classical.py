@@ -88,9 +88,10 @@ class _ClassicalMethod(ClusterMethod):
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         x = self.features_.fit_transform(images)
+        distinct = distinct_rows(x)
         if self.k_ != "auto":  # more clusters than distinct points could only be empty
-            check_distinct(self.k_, len(np.unique(x, axis=0)))
-        self._fit_features(x)
+            check_distinct(self.k_, len(distinct[0]))
+        self._fit_features(x, distinct)
 
     def _set_auto_k(self, k: int, selection: dict[str, Any]) -> None:
         self.k_, self.k_selection_ = k, selection
@@ -109,8 +110,9 @@ class _ClassicalMethod(ClusterMethod):
         return range(2, min(k_max, distinct) + 1)
 
     @abstractmethod
-    def _fit_features(self, x: np.ndarray) -> None:
-        """Fit on the feature matrix; resolves `self.k_` first when it is 'auto'."""
+    def _fit_features(self, x: np.ndarray, distinct: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Fit on the feature matrix; resolves `self.k_` first when it is 'auto'. `distinct` is
+        `distinct_rows(x)`, for the methods that cluster distinct points."""
 
     def _predict_proba(self, images: ImageSet) -> np.ndarray:
         return self._proba_features(self.features_.transform(images))
@@ -165,7 +167,7 @@ class KMeansMethod(_ClassicalMethod):
         best = max(scores, key=scores.get)
         return best, {"criterion": "silhouette", "scores": {str(k): s for k, s in scores.items()}}
 
-    def _fit_features(self, x: np.ndarray) -> None:
+    def _fit_features(self, x: np.ndarray, distinct: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         from sklearn.cluster import KMeans
 
         if self.k_ == "auto":
@@ -206,9 +208,9 @@ class SpectralMethod(_ClassicalMethod):
     Config = SpectralConfig
     config: SpectralConfig
 
-    def _fit_features(self, x: np.ndarray) -> None:
-        first, copy_of, counts = distinct_rows(x)
-        check_distinct(self.k_, len(first))
+    def _fit_features(self, x: np.ndarray, distinct: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        first, copy_of, counts = distinct
+        check_distinct(self.k_, len(first))  # --k auto: the eigengap needs 4 distinct images
         affinity = knn_affinity(x[first], min(self.config.n_neighbors, len(first) - 1))
         labels, k, values = spectral_partition(
             affinity, self.k_, self.config.k_max, self.config.n_init, self.seed, weights=counts
@@ -268,7 +270,7 @@ class GMMMethod(_ClassicalMethod):
         best = min(scores, key=scores.get)
         return best, {"criterion": "bic", "scores": {str(k): s for k, s in scores.items()}}
 
-    def _fit_features(self, x: np.ndarray) -> None:
+    def _fit_features(self, x: np.ndarray, distinct: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         if self.k_ == "auto":
             self._set_auto_k(*self._choose_k(x))
         self.gmm_ = self._mixture(self.k_, max(1, self.config.n_init // 5)).fit(x)
