@@ -161,18 +161,27 @@ def spectral_partition(
     return partition(vectors, int(k), n_init, seed, weights), int(k), values
 
 
-def _indicator(labels: np.ndarray, n_clusters: int) -> sp.csr_matrix:
-    return sp.csr_matrix((np.ones(len(labels)), (np.arange(len(labels)), labels)), shape=(len(labels), n_clusters))
+def _cut_terms(
+    affinity: sp.csr_matrix, degree: np.ndarray, labels: np.ndarray, n_clusters: int
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, float]:
+    """Cluster indicator H, volumes vol(C), inner links links(C, C), and the normalized cut
+    Σ_C cut(C, rest) / vol(C) = Σ_C 1 − links(C, C) / vol(C); an empty cluster counts 1."""
+    n = len(labels)
+    h = sp.csr_matrix((np.ones(n), (np.arange(n), labels)), shape=(n, n_clusters))
+    volume = h.T @ degree
+    within = (h.T @ affinity @ h).diagonal()
+    return h, volume, within, float(np.sum(1.0 - within / np.maximum(volume, np.finfo(np.float64).tiny)))
+
+
+def _degree(affinity: sp.csr_matrix) -> np.ndarray:
+    return np.maximum(np.asarray(affinity.sum(axis=1)).ravel(), np.finfo(np.float64).tiny)
 
 
 def normalized_cut(affinity: sp.spmatrix, labels: np.ndarray, n_clusters: int) -> float:
     """Sum over clusters of cut(C, rest) / vol(C) (Shi & Malik 2000): the discrete objective whose
     relaxation the spectral embedding solves. An empty cluster counts 1, as if it were cut off whole."""
     affinity = sp.csr_matrix(affinity)
-    h = _indicator(labels, n_clusters)
-    volume = h.T @ np.asarray(affinity.sum(axis=1)).ravel()
-    within = (h.T @ affinity @ h).diagonal()
-    return float(np.sum(1.0 - within / np.maximum(volume, np.finfo(np.float64).tiny)))
+    return _cut_terms(affinity, _degree(affinity), labels, n_clusters)[3]
 
 
 def refine_cut(affinity: sp.spmatrix, labels: np.ndarray, n_clusters: int, max_iter: int = 100) -> np.ndarray:
@@ -187,12 +196,9 @@ def refine_cut(affinity: sp.spmatrix, labels: np.ndarray, n_clusters: int, max_i
     Each node counts once here, also where it stands for several copies (`distinct_rows`).
     """
     affinity = sp.csr_matrix(affinity)
-    degree = np.maximum(np.asarray(affinity.sum(axis=1)).ravel(), np.finfo(np.float64).tiny)
-    labels, cut = labels.copy(), normalized_cut(affinity, labels, n_clusters)
+    degree = _degree(affinity)
+    h, volume, within, cut = _cut_terms(affinity, degree, labels, n_clusters)
     for _ in range(max_iter):
-        h = _indicator(labels, n_clusters)
-        volume = h.T @ degree
-        within = (h.T @ affinity @ h).diagonal()
         links = np.asarray((affinity @ h).todense())
         with np.errstate(divide="ignore", invalid="ignore"):
             distance = within / volume**2 - 2.0 * links / (degree[:, None] * volume)
@@ -200,10 +206,10 @@ def refine_cut(affinity: sp.spmatrix, labels: np.ndarray, n_clusters: int, max_i
         moved = distance.argmin(axis=1)
         if np.array_equal(moved, labels) or len(np.unique(moved)) < len(np.unique(labels)):
             break
-        moved_cut = normalized_cut(affinity, moved, n_clusters)
-        if moved_cut >= cut:
+        terms = _cut_terms(affinity, degree, moved, n_clusters)
+        if terms[3] >= cut:
             break
-        labels, cut = moved, moved_cut
+        labels, (h, volume, within, cut) = moved, terms
     return labels
 
 
