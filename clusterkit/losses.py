@@ -25,6 +25,17 @@ def prior_targets(probs: torch.Tensor, power: float = 2.0, freq_exponent: float 
     return q / q.sum(dim=1, keepdim=True).clamp_min(_EPS)
 
 
+def frequency_prior_objective(probs: torch.Tensor, power: float = 2.0, freq_exponent: float = 1.0) -> float:
+    """DEPICT's clustering objective KL(Q‖P) + KL(f‖u) for predictions P (all images), Q their
+    `prior_targets` and f = mean_i q_i the cluster frequencies, u uniform. Lower: P already close to
+    its own sharpened targets (confident) and clusters of even size."""
+    probs = probs.double().clamp_min(_EPS)
+    q = prior_targets(probs, power, freq_exponent).clamp_min(_EPS)
+    fit = (q * (q.log() - probs.log())).sum(dim=1).mean()
+    f = q.mean(dim=0)
+    return float(fit + (f * (f * len(f)).log()).sum())
+
+
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over rows of −Σ_k q_k log softmax(logits)_k: KL(q‖p) up to q's constant entropy."""
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()

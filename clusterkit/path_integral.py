@@ -54,9 +54,14 @@ class _Walk:
 
 
 def path_integral_clustering(
-    x: np.ndarray, k: int, n_neighbors: int = 20, a: float = 1.0, z: float = 0.01
+    x: np.ndarray, k: int, n_neighbors: int = 20, a: float = 1.0, z: float = 0.01, min_size: int = 1
 ) -> np.ndarray:
-    """Cluster labels 0..k-1 of the rows of `x` (defaults: those of the released DEPICT code)."""
+    """Cluster labels 0..k-1 of the rows of `x` (defaults: those of the released DEPICT code).
+
+    `min_size` > 1 treats a cluster of fewer images as an outlier group, not one of the k: it is
+    still merged into a neighbour after k clusters of `min_size` or more exist, and two of those
+    are not merged while k or fewer of them remain. 1 is plain AC-PIC.
+    """
     n = len(x)
     n_neighbors = min(n_neighbors, n - 1)
     walk = _Walk(np.asarray(x, dtype=np.float32), n_neighbors, a, z)
@@ -86,18 +91,34 @@ def path_integral_clustering(
     own = {c: integral(members) for c, members in clusters.items()}
     heap = [(-gain(i, j), i, j) for i in clusters for j in linked(i) if i < j]
     heapq.heapify(heap)
+    deferred: list[tuple[float, int, int]] = []  # merges of two full-sized clusters held back
+
+    def full(c: int) -> bool:
+        return len(clusters[c]) >= min_size
+
+    n_full = sum(full(c) for c in clusters)
     next_id = len(clusters)
     while len(clusters) > k:
         if heap:
-            _, i, j = heapq.heappop(heap)
+            pair = heapq.heappop(heap)
+            _, i, j = pair
             if i not in clusters or j not in clusters:
                 continue  # stale: one side was merged already
+            if n_full <= k and full(i) and full(j):
+                deferred.append(pair)
+                continue
         else:  # the graph fell apart into more than k pieces: join the two smallest
             i, j = sorted(clusters, key=lambda c: len(clusters[c]))[:2]
+        n_full -= full(i) + full(j)
         merged = np.concatenate([clusters.pop(i), clusters.pop(j)])
         clusters[next_id], member[merged], own[next_id] = merged, next_id, integral(merged)
+        n_full += full(next_id)
         for other in linked(next_id):
             heapq.heappush(heap, (-gain(other, next_id), other, next_id))
+        if n_full > k and deferred:  # two outlier groups grew into one more full cluster
+            for pair in deferred:
+                heapq.heappush(heap, pair)
+            deferred.clear()
         next_id += 1
     labels = np.empty(n, dtype=np.int64)
     for label, members in enumerate(clusters.values()):

@@ -10,7 +10,7 @@ from clusterkit.checkpoint import load_model, save_model
 from clusterkit.data import ImageSet, load_images
 from clusterkit.errors import InputError
 from clusterkit.methods.base import FitContext
-from clusterkit.methods.depict import Depict
+from clusterkit.methods.depict import Depict, _Targets
 from clusterkit.metrics import cluster_acc
 from clusterkit.nn.autoencoder import ConvAutoencoder
 from clusterkit.path_integral import path_integral_clustering
@@ -108,6 +108,45 @@ def test_path_integral_clustering_gives_k_clusters_when_k_exceeds_the_nearest_ne
     """Every piece of the 1-NN graph holds two images or more: 30 images make at most 15 pieces."""
     labels = path_integral_clustering(digits.subset(range(30)).flat(), 20)
     assert sorted(set(labels.tolist())) == list(range(20))
+
+
+def test_min_size_folds_outlier_groups_into_the_k_clusters(digits):
+    """On the digits' pixels AC-PIC keeps a few look-alike images (27) as one of the 10 clusters;
+    with min_size above that they join a neighbour, and every cluster reaches min_size."""
+    x = digits.flat()
+    plain = path_integral_clustering(x, 10)
+    assert np.bincount(plain).min() < 30
+    assert np.array_equal(path_integral_clustering(x, 10, min_size=1), plain)
+    folded = path_integral_clustering(x, 10, min_size=30)
+    assert sorted(set(folded.tolist())) == list(range(10))
+    assert np.bincount(folded).min() >= 30
+
+
+def _initial_clusters(x: np.ndarray, **options) -> tuple[Depict, np.ndarray]:
+    model = Depict(k=10, seed=0, device="cpu", **options)
+    model.k_, model._targets = 10, _Targets()
+    return model, model._initial_clusters(x)
+
+
+def test_pic_init_folds_outlier_groups_while_depicts_objective_falls(digits):
+    """The digits' pixels as a stand-in embedding: the kept partition has the lowest objective of
+    those tried, below plain AC-PIC's, no outlier cluster, and a better ACC; the steps are recorded."""
+    x = digits.flat().astype(np.float64)
+    model, labels = _initial_clusters(x)
+    steps = model._targets.init_selection
+    assert steps[0]["min_size"] == 1 and len(steps) >= 3
+    chosen = model._initial_objective(torch.from_numpy(x), labels)
+    assert chosen == min(step["objective"] for step in steps) < steps[0]["objective"]
+    plain = path_integral_clustering(x, 10)
+    assert np.bincount(labels).min() > np.bincount(plain).min()
+    assert cluster_acc(digits.labels, labels) > cluster_acc(digits.labels, plain)
+    _, unfolded = _initial_clusters(x, pic_fold_outliers=False)
+    assert np.array_equal(unfolded, plain)
+
+
+def test_fit_info_reports_the_initial_clustering_steps(fitted):
+    steps = fitted.fit_info()["init_selection"]
+    assert steps[0]["min_size"] == 1 and all(np.isfinite(step["objective"]) for step in steps)
 
 
 def test_spectral_init_partitions_without_outlier_clusters(digits):

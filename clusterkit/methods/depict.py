@@ -28,7 +28,7 @@ from ..data.images import ImageSet
 from ..engine import Batch, EpochContext, Phase, Trainer, resolve_device
 from ..engine.data import float_batches
 from ..errors import InputError
-from ..losses import layerwise_reconstruction, prior_targets, soft_cross_entropy
+from ..losses import frequency_prior_objective, layerwise_reconstruction, prior_targets, soft_cross_entropy
 from ..nn.autoencoder import ConvAutoencoder
 from ..path_integral import path_integral_clustering
 from ..spectral import knn_affinity, partition, spectral_embedding
@@ -51,6 +51,7 @@ class DepictConfig(MethodConfig):
     init_epochs: int = 10
     spectral_neighbors: int = 10
     pic_neighbors: int = 20
+    pic_fold_outliers: bool = True
     batch_size: int = 100
     lr: float = 1e-4
     cluster_lr: float = 1e-3
@@ -123,6 +124,7 @@ class _Targets:
         self.initial: torch.Tensor | None = None
         self.q: torch.Tensor | None = None
         self.probs: torch.Tensor | None = None
+        self.init_selection: list[dict[str, float]] = []
 
     def keep_best(self, error: float, epoch: int, weights: dict[str, torch.Tensor]) -> None:
         self.best_error, self.best_epoch = error, epoch
@@ -137,11 +139,12 @@ class _Targets:
     def state_dict(self) -> dict[str, Any]:
         cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
         return {"initial": cpu(self.initial), "q": cpu(self.q), "probs": self.probs, "best_error": self.best_error,
-                "best_epoch": self.best_epoch, "best_weights": self.best_weights}
+                "best_epoch": self.best_epoch, "best_weights": self.best_weights, "init_selection": self.init_selection}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_error, self.best_epoch = state["best_error"], state["best_epoch"]
         self.best_weights = state["best_weights"]
+        self.init_selection = state.get("init_selection", [])
         if state.get("initial") is not None:
             self.set_initial(state["initial"])
         if state.get("q") is not None:
@@ -266,16 +269,50 @@ class Depict(ClusterMethod):
         return {"loss": loss, "reconstruction": reconstruction, "clustering": clustering}
 
     def _init_head(self) -> None:
-        """Cluster the clean embeddings (AC-PIC or k-means); head weights = their unit-norm centroids."""
+        """Cluster the clean embeddings (AC-PIC, spectral or k-means); head weights = their unit-norm centroids."""
         embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding).double()
         labels = torch.from_numpy(self._initial_clusters(embeddings.numpy()).astype(np.int64))
+        with torch.no_grad():
+            self.net_.head.weight.copy_(self._head_rows(embeddings, labels))
+            self.net_.head.bias.zero_()
+        self._targets.set_initial(labels)
+
+    def _head_rows(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The clusters' unit-norm centroids, one row per cluster."""
         centroids = torch.zeros(int(self.k_), embeddings.shape[1], dtype=torch.float64)
         centroids.index_add_(0, labels, embeddings)
         centroids /= torch.bincount(labels, minlength=int(self.k_)).clamp_min(1).unsqueeze(1)
-        with torch.no_grad():
-            self.net_.head.weight.copy_(centroids / centroids.norm(dim=1, keepdim=True).clamp_min(1e-12))
-            self.net_.head.bias.zero_()
-        self._targets.set_initial(labels)
+        return centroids / centroids.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def _initial_objective(self, embeddings: torch.Tensor, labels: np.ndarray) -> float:
+        """DEPICT's objective KL(Q‖P) + KL(f‖u) for the head that `labels` would start from."""
+        rows = self._head_rows(embeddings, torch.from_numpy(labels.astype(np.int64)))
+        power, exponent = _TARGETS[self.config.target]
+        return frequency_prior_objective(torch.softmax(embeddings @ rows.T, dim=1), power, exponent)
+
+    def _path_integral_clusters(self, embeddings: np.ndarray) -> np.ndarray:
+        """AC-PIC; with `pic_fold_outliers`, its smallest cluster is folded in as an outlier group
+        (`min_size` one above it) again and again while that lowers DEPICT's objective at the start
+        of training, and while min_size stays within an even split's cluster size n/k."""
+        cfg, k, n = self.config, int(self.k_), len(embeddings)
+        as_tensor = torch.from_numpy(embeddings)
+        min_size, labels = 1, path_integral_clustering(embeddings, k, n_neighbors=cfg.pic_neighbors)
+        objective = self._initial_objective(as_tensor, labels)
+        self._targets.init_selection = [{"min_size": min_size, "objective": objective}]
+        while cfg.pic_fold_outliers:
+            min_size = int(np.bincount(labels, minlength=k).min()) + 1
+            if min_size > n // k:
+                break
+            candidate = path_integral_clustering(embeddings, k, n_neighbors=cfg.pic_neighbors, min_size=min_size)
+            candidate_objective = self._initial_objective(as_tensor, candidate)
+            self._targets.init_selection.append({"min_size": min_size, "objective": candidate_objective})
+            if candidate_objective >= objective:
+                break
+            labels, objective = candidate, candidate_objective
+        if len(self._targets.init_selection) > 1:
+            steps = ", ".join(f"{s['min_size']}: {s['objective']:.5f}" for s in self._targets.init_selection)
+            console.info(f"init: AC-PIC outlier groups folded (min size: objective) {steps}")
+        return labels
 
     def _initial_clusters(self, embeddings: np.ndarray) -> np.ndarray:
         """The partition self-training starts from, which it sharpens but rarely changes (docs/methods.md)."""
@@ -285,7 +322,7 @@ class Depict(ClusterMethod):
             vectors, _ = spectral_embedding(affinity, k, seed=self.seed)
             return partition(vectors, k, cfg.kmeans_n_init, self.seed)
         if cfg.init == "pic":
-            return path_integral_clustering(embeddings, k, n_neighbors=cfg.pic_neighbors)
+            return self._path_integral_clusters(embeddings)
         from sklearn.cluster import KMeans
 
         return KMeans(k, n_init=cfg.kmeans_n_init, random_state=self.seed).fit_predict(embeddings)
@@ -311,6 +348,10 @@ class Depict(ClusterMethod):
     def _assignments(self) -> np.ndarray:
         """Clusters at the last target update (the clean predictions), for the history's scores."""
         return self._targets.probs.argmax(dim=1).numpy()
+
+    def fit_info(self) -> dict[str, Any]:
+        targets = getattr(self, "_targets", None)
+        return {"init_selection": targets.init_selection} if targets is not None and targets.init_selection else {}
 
     # --- inference & persistence ------------------------------------------------------------------
     def _predict_proba(self, images: ImageSet) -> np.ndarray:
