@@ -4,10 +4,11 @@ A denoising convolutional autoencoder whose K-dimensional embedding feeds a soft
 head. Phases, as in the authors' released code: "pretrain" (layer-wise reconstruction only);
 "init" (the clean embeddings are clustered with AC-PIC, its outlier groups folded in while DEPICT's
 objective falls, or with spectral clustering of their kNN graph, or k-means; the head starts from
-the unit-norm centroids and the network briefly fits those hard clusters); "cluster" (targets Q, the clean predictions sharpened and divided by the soft cluster
-frequencies, and all weights are updated alternately: each epoch trains the noisy path's prediction
-towards Q plus the reconstruction, then Q is recomputed, until Q stops changing). Equations,
-defaults and their sources: docs/methods.md.
+the unit-norm centroids and the network briefly fits those hard clusters); "cluster" (targets Q,
+the clean predictions sharpened and divided by the soft cluster frequencies, and all weights are
+updated alternately: each epoch trains the noisy path's prediction towards Q plus the
+reconstruction, then Q is recomputed, until Q stops changing). Equations, defaults and their
+sources: docs/methods.md.
 """
 
 from __future__ import annotations
