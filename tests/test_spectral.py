@@ -87,6 +87,20 @@ def test_copies_of_an_image_share_one_cluster_in_fit_and_assign(method, index, k
     assert (model.predict(images) == labels).all()
 
 
+def test_sanet_sample_is_drawn_from_distinct_images():
+    """Restarts are judged on a sample of `subset_size` images: drawn from all 200 (20 images ten
+    times each), 30 held about 15 distinct ones and refused k = 18, which the 20 can fill."""
+    from clusterkit import get_method, load_images
+
+    index = list(range(20)) * 10
+    images = load_images("builtin:digits").subset(index)
+    model = get_method("sanet", k=18, seed=0, device="cpu", subset_size=30, restarts=2).fit(images)
+    labels = model.training_labels_
+    assert len(set(labels.tolist())) == 18
+    for image in range(20):
+        assert len(set(labels[np.asarray(index) == image])) == 1
+
+
 @pytest.mark.parametrize("method", ["spectral", "sanet", "kmeans", "gmm"])
 def test_k_beyond_the_distinct_images_is_refused(method):
     from clusterkit import get_method, load_images

@@ -167,8 +167,10 @@ class SANet(ClusterMethod):
         if len(sizes) == 1 and cfg.restarts == 1:
             self._fit_at(images, sizes[0], device, self.seed)
             return
+        first, _, _ = distinct_rows(images.pixels)  # the sample is drawn from distinct images: copies add nothing
+        check_distinct(self.k_, len(first))
         generator = torch.Generator().manual_seed(self.seed)
-        chosen = torch.randperm(len(images), generator=generator)[: cfg.subset_size].sort().values.numpy()
+        chosen = first[torch.randperm(len(first), generator=generator)[: cfg.subset_size].sort().values.numpy()]
         sample = images if len(chosen) == len(images) else images.subset(chosen)
         size, state = self._best_size(sample, sizes, device)
         seed, state = self._best_restart(sample, size, device, state)
