@@ -297,7 +297,8 @@ class Depict(ClusterMethod):
         of training, and while min_size stays within an even split's cluster size n/k."""
         cfg, k, n = self.config, int(self.k_), len(embeddings)
         as_tensor = torch.from_numpy(embeddings)
-        min_size, labels = 1, path_integral_clustering(embeddings, k, n_neighbors=cfg.pic_neighbors)
+        min_size = kept = 1
+        labels = path_integral_clustering(embeddings, k, n_neighbors=cfg.pic_neighbors)
         objective = self._initial_objective(as_tensor, labels)
         self._targets.init_selection = [{"min_size": min_size, "objective": objective}]
         while cfg.pic_fold_outliers:
@@ -309,10 +310,10 @@ class Depict(ClusterMethod):
             self._targets.init_selection.append({"min_size": min_size, "objective": candidate_objective})
             if candidate_objective >= objective:
                 break
-            labels, objective = candidate, candidate_objective
+            labels, objective, kept = candidate, candidate_objective, min_size
         if len(self._targets.init_selection) > 1:
             steps = ", ".join(f"{s['min_size']}: {s['objective']:.5f}" for s in self._targets.init_selection)
-            console.info(f"init: AC-PIC outlier groups folded (min size: objective) {steps}")
+            console.info(f"init: AC-PIC minimum cluster sizes tried (size: DEPICT objective) {steps}; kept {kept}")
         return labels
 
     def _initial_clusters(self, embeddings: np.ndarray) -> np.ndarray:
