@@ -58,11 +58,12 @@ def path_integral_clustering(
 ) -> np.ndarray:
     """Cluster labels 0..k-1 of the rows of `x` (defaults: those of the released DEPICT code).
 
-    `min_size` > 1 treats a cluster of fewer images as an outlier group, not one of the k: it is
-    still merged into a neighbour after k clusters of `min_size` or more exist, and two of those
-    are not merged while k or fewer of them remain. 1 is plain AC-PIC.
+    `min_size` > 1 folds outlier groups in: two clusters of `min_size` images or more are not
+    merged while k or fewer of those exist, so the merging goes on through the smaller ones, which
+    join neighbours by the same gain. Where fewer than k clusters can reach `min_size`, some small
+    ones stay among the k. 1 is plain AC-PIC.
     """
-    n = len(x)
+    n, min_size = len(x), int(min_size)
     n_neighbors = min(n_neighbors, n - 1)
     walk = _Walk(np.asarray(x, dtype=np.float32), n_neighbors, a, z)
     links = csr_matrix((np.ones(n), (np.arange(n), walk.nearest)), shape=(n, n))
@@ -94,7 +95,7 @@ def path_integral_clustering(
     deferred: list[tuple[float, int, int]] = []  # merges of two full-sized clusters held back
 
     def full(c: int) -> bool:
-        return len(clusters[c]) >= min_size
+        return bool(len(clusters[c]) >= min_size)
 
     n_full = sum(full(c) for c in clusters)
     next_id = len(clusters)

@@ -112,7 +112,8 @@ def test_path_integral_clustering_gives_k_clusters_when_k_exceeds_the_nearest_ne
 
 def test_min_size_folds_outlier_groups_into_the_k_clusters(digits):
     """On the digits' pixels AC-PIC keeps a few look-alike images (27) as one of the 10 clusters;
-    with min_size above that they join a neighbour, and every cluster reaches min_size."""
+    with min_size above that they join a neighbour, and here every cluster reaches min_size. A
+    numpy integer (what np.bincount gives) counts the same: numpy booleans add as logical or."""
     x = digits.flat()
     plain = path_integral_clustering(x, 10)
     assert np.bincount(plain).min() < 30
@@ -120,6 +121,7 @@ def test_min_size_folds_outlier_groups_into_the_k_clusters(digits):
     folded = path_integral_clustering(x, 10, min_size=30)
     assert sorted(set(folded.tolist())) == list(range(10))
     assert np.bincount(folded).min() >= 30
+    assert np.array_equal(path_integral_clustering(x, 10, min_size=np.int64(30)), folded)
 
 
 def _initial_clusters(x: np.ndarray, **options) -> tuple[Depict, np.ndarray]:
@@ -137,6 +139,7 @@ def test_pic_init_folds_outlier_groups_while_depicts_objective_falls(digits):
     assert steps[0]["min_size"] == 1 and len(steps) >= 3
     chosen = model._initial_objective(torch.from_numpy(x), labels)
     assert chosen == min(step["objective"] for step in steps) < steps[0]["objective"]
+    assert [step["objective"] for step in steps if step["kept"]] == [chosen]
     plain = path_integral_clustering(x, 10)
     assert np.bincount(labels).min() > np.bincount(plain).min()
     assert cluster_acc(digits.labels, labels) > cluster_acc(digits.labels, plain)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from clusterkit.data.images import ImageSet
 from clusterkit.errors import InputError
 from clusterkit.neighbors import knn
 from clusterkit.spectral import (
@@ -99,6 +100,22 @@ def test_sanet_sample_is_drawn_from_distinct_images():
     assert len(set(labels.tolist())) == 18
     for image in range(20):
         assert len(set(labels[np.asarray(index) == image])) == 1
+
+
+def test_sanet_skips_a_working_size_at_which_the_sample_falls_below_k_distinct_images():
+    """200 images (20 digits at 16 px, ten one-pixel variants each) are 39 distinct at 8 px: the
+    candidate 8 px size must be skipped, not refuse the k = 18 that the 16 px images fill."""
+    from clusterkit import get_method, load_images
+    from clusterkit.data.loading import resample
+
+    pixels = np.repeat(resample(load_images("builtin:digits").subset(range(20)), 16).pixels, 10, axis=0)
+    for i in range(len(pixels)):
+        if i % 10:
+            pixels[i, 0, i % 10, 0] += 1  # the digits' left column is blank: 0 -> 1
+    images = ImageSet(paths=[f"{i}.png" for i in range(len(pixels))], pixels=pixels)
+    model = get_method("sanet", k=18, seed=0, device="cpu", subset_size=30, restarts=2).fit(images)
+    assert model.working_size_ == (16, 16)
+    assert len(set(model.training_labels_.tolist())) == 18
 
 
 @pytest.mark.parametrize("method", ["spectral", "sanet", "kmeans", "gmm"])

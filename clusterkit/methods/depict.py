@@ -114,8 +114,9 @@ class _Reconstructor(nn.Module):
 
 class _Targets:
     """Training state besides the weights: the best pretraining weights so far and their held-out
-    error, the initial hard clusters, the current targets Q and the clean predictions behind them
-    (targets live on the training device: losses index them)."""
+    error, the initial hard clusters and how they were chosen (`init_selection`), the current
+    targets Q and the clean predictions behind them (targets live on the training device: losses
+    index them)."""
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
@@ -125,7 +126,7 @@ class _Targets:
         self.initial: torch.Tensor | None = None
         self.q: torch.Tensor | None = None
         self.probs: torch.Tensor | None = None
-        self.init_selection: list[dict[str, float]] = []
+        self.init_selection: list[dict[str, float | bool]] = []
 
     def keep_best(self, error: float, epoch: int, weights: dict[str, torch.Tensor]) -> None:
         self.best_error, self.best_epoch = error, epoch
@@ -292,28 +293,30 @@ class Depict(ClusterMethod):
         return frequency_prior_objective(torch.softmax(embeddings @ rows.T, dim=1), power, exponent)
 
     def _path_integral_clusters(self, embeddings: np.ndarray) -> np.ndarray:
-        """AC-PIC; with `pic_fold_outliers`, its smallest cluster is folded in as an outlier group
-        (`min_size` one above it) again and again while that lowers DEPICT's objective at the start
-        of training, and while min_size stays within an even split's cluster size n/k."""
+        """AC-PIC; with `pic_fold_outliers`, AC-PIC again with `min_size` one above the last kept
+        partition's smallest cluster, kept while that lowers DEPICT's objective at the start of
+        training, and while min_size stays within an even split's cluster size n/k."""
         cfg, k, n = self.config, int(self.k_), len(embeddings)
         as_tensor = torch.from_numpy(embeddings)
-        min_size = kept = 1
+        min_size, kept = 1, 0  # kept: the index of the partition kept among those tried
         labels = path_integral_clustering(embeddings, k, n_neighbors=cfg.pic_neighbors)
         objective = self._initial_objective(as_tensor, labels)
-        self._targets.init_selection = [{"min_size": min_size, "objective": objective}]
+        self._targets.init_selection = [{"min_size": min_size, "objective": objective, "kept": False}]
         while cfg.pic_fold_outliers:
             min_size = int(np.bincount(labels, minlength=k).min()) + 1
             if min_size > n // k:
                 break
             candidate = path_integral_clustering(embeddings, k, n_neighbors=cfg.pic_neighbors, min_size=min_size)
             candidate_objective = self._initial_objective(as_tensor, candidate)
-            self._targets.init_selection.append({"min_size": min_size, "objective": candidate_objective})
-            if candidate_objective >= objective:
+            self._targets.init_selection.append({"min_size": min_size, "objective": candidate_objective, "kept": False})
+            if not candidate_objective < objective:  # not lower (or NaN): stop
                 break
-            labels, objective, kept = candidate, candidate_objective, min_size
+            labels, objective, kept = candidate, candidate_objective, len(self._targets.init_selection) - 1
+        self._targets.init_selection[kept]["kept"] = True
         if len(self._targets.init_selection) > 1:
             steps = ", ".join(f"{s['min_size']}: {s['objective']:.5f}" for s in self._targets.init_selection)
-            console.info(f"init: AC-PIC minimum cluster sizes tried (size: DEPICT objective) {steps}; kept {kept}")
+            console.info(f"init: AC-PIC minimum cluster sizes tried (size: DEPICT objective) {steps}; "
+                         f"kept {self._targets.init_selection[kept]['min_size']}")
         return labels
 
     def _initial_clusters(self, embeddings: np.ndarray) -> np.ndarray:

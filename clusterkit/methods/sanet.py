@@ -202,6 +202,7 @@ class SANet(ClusterMethod):
         first candidate); a mean over fewer eigenvalues is smaller, so each size's own k would favour
         whichever size's eigengap happens to pick a small k.
         """
+        sizes = self._sizes_that_fit_k(sample, sizes)
         best = None
         for size in sizes:
             self._fit_at(sample, size, device, self.seed)  # resolves k at the first size when it was 'auto'
@@ -215,6 +216,21 @@ class SANet(ClusterMethod):
         cut, size, state = best
         console.info(f"sanet: working size {size[0]}x{size[1]} (smallest relaxed cut, {cut:.4f})")
         return size, state
+
+    def _sizes_that_fit_k(self, sample: ImageSet, sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The candidate sizes at which the sample still holds k distinct images: shrinking can make
+        images that differ alike. The input size always does (`_fit` checked it)."""
+        if self.k_ == "auto" or len(sizes) == 1:
+            return sizes
+        kept = sizes[:1]
+        for size in sizes[1:]:
+            n_distinct = len(distinct_rows(resample(sample, size).pixels)[0])
+            if n_distinct >= int(self.k_):
+                kept.append(size)
+            else:
+                console.info(f"sanet: working size {size[0]}x{size[1]} skipped: the sample holds only "
+                             f"{n_distinct} distinct images there, fewer than k = {self.k_}")
+        return kept
 
     def _best_restart(self, sample: ImageSet, size: tuple[int, int], device: torch.device, first: dict[str, Any]):
         """(seed, state) of the restart whose partition has the smallest normalized cut.
