@@ -53,75 +53,93 @@ class _Walk:
         return total
 
 
-def path_integral_clustering(
-    x: np.ndarray, k: int, n_neighbors: int = 20, a: float = 1.0, z: float = 0.01, min_size: int = 1
-) -> np.ndarray:
-    """Cluster labels 0..k-1 of the rows of `x` (defaults: those of the released DEPICT code).
+class PathIntegralClustering:
+    """AC-PIC on the rows of `x` into k clusters (defaults: those of the released DEPICT code).
 
-    `min_size` > 1 folds outlier groups in: two clusters of `min_size` images or more are not
-    merged while k or fewer of those exist, so the merging goes on through the smaller ones, which
-    join neighbours by the same gain. Where fewer than k clusters can reach `min_size`, some small
-    ones stay among the k. 1 is plain AC-PIC.
+    The graph, the starting clusters and their merge gains are built once; `merge` runs the
+    agglomeration on copies of them, so several runs (other `min_size`) share that work.
     """
-    n, min_size = len(x), int(min_size)
-    n_neighbors = min(n_neighbors, n - 1)
-    walk = _Walk(np.asarray(x, dtype=np.float32), n_neighbors, a, z)
-    links = csr_matrix((np.ones(n), (np.arange(n), walk.nearest)), shape=(n, n))
-    pieces, member = connected_components(links, directed=False)
-    if pieces < k:  # each piece holds two images or more (k > n/2 always asks for more): start from single images
-        member = np.arange(n)
-    # Clusters are candidates for a merge when a kNN edge joins them in either direction.
-    edges = csr_matrix((np.ones(walk.cols.size), (np.repeat(np.arange(n), walk.cols.shape[1]), walk.cols.ravel())), shape=(n, n))
-    edges = (edges + edges.T).tocsr()
-    clusters = {c: np.flatnonzero(member == c) for c in range(member.max() + 1)}
 
-    def integral(c: np.ndarray) -> float:
-        return walk.solve(c, np.ones((len(c), 2)))[:, 0].sum() / len(c) ** 2
+    def __init__(self, x: np.ndarray, k: int, n_neighbors: int = 20, a: float = 1.0, z: float = 0.01) -> None:
+        n = len(x)
+        self.k = k
+        self.walk = _Walk(np.asarray(x, dtype=np.float32), min(n_neighbors, n - 1), a, z)
+        links = csr_matrix((np.ones(n), (np.arange(n), self.walk.nearest)), shape=(n, n))
+        pieces, member = connected_components(links, directed=False)
+        if pieces < k:  # each piece holds two images or more (k > n/2 always asks for more): start from single images
+            member = np.arange(n)
+        # Clusters are candidates for a merge when a kNN edge joins them in either direction.
+        cols = self.walk.cols
+        edges = csr_matrix((np.ones(cols.size), (np.repeat(np.arange(n), cols.shape[1]), cols.ravel())), shape=(n, n))
+        self.edges = (edges + edges.T).tocsr()
+        self.member = member
+        self.clusters = {c: np.flatnonzero(member == c) for c in range(member.max() + 1)}
+        self.own = {c: self._integral(members) for c, members in self.clusters.items()}
+        self.heap = [(-self._gain(self.clusters, self.own, i, j), i, j)
+                     for i in self.clusters for j in self._linked(self.member, self.clusters, i) if i < j]
+        heapq.heapify(self.heap)
 
-    def gain(i: int, j: int) -> float:
+    def _integral(self, c: np.ndarray) -> float:
+        return self.walk.solve(c, np.ones((len(c), 2)))[:, 0].sum() / len(c) ** 2
+
+    def _gain(self, clusters: dict[int, np.ndarray], own: dict[int, float], i: int, j: int) -> float:
         ci, cj = clusters[i], clusters[j]
         y = np.zeros((len(ci) + len(cj), 2))
         y[: len(ci), 0] = 1.0
         y[len(ci) :, 1] = 1.0
-        s = walk.solve(np.concatenate([ci, cj]), y)
+        s = self.walk.solve(np.concatenate([ci, cj]), y)
         return s[: len(ci), 0].sum() / len(ci) ** 2 + s[len(ci) :, 1].sum() / len(cj) ** 2 - own[i] - own[j]
 
-    def linked(c: int) -> set[int]:
-        return set(member[edges[clusters[c]].indices].tolist()) - {c}
+    def _linked(self, member: np.ndarray, clusters: dict[int, np.ndarray], c: int) -> set[int]:
+        return set(member[self.edges[clusters[c]].indices].tolist()) - {c}
 
-    own = {c: integral(members) for c, members in clusters.items()}
-    heap = [(-gain(i, j), i, j) for i in clusters for j in linked(i) if i < j]
-    heapq.heapify(heap)
-    deferred: list[tuple[float, int, int]] = []  # merges of two full-sized clusters held back
+    def merge(self, min_size: int = 1) -> np.ndarray:
+        """Cluster labels 0..k-1, merged from the starting clusters.
 
-    def full(c: int) -> bool:
-        return bool(len(clusters[c]) >= min_size)
+        `min_size` > 1 folds outlier groups in: two clusters of `min_size` images or more are not
+        merged while k or fewer of those exist, so the merging goes on through the smaller ones, which
+        join neighbours by the same gain. Where fewer than k clusters can reach `min_size`, some small
+        ones stay among the k. 1 is plain AC-PIC.
+        """
+        min_size, k = int(min_size), self.k
+        member, clusters, own, heap = self.member.copy(), dict(self.clusters), dict(self.own), list(self.heap)
+        deferred: list[tuple[float, int, int]] = []  # merges of two full-sized clusters held back
 
-    n_full = sum(full(c) for c in clusters)
-    next_id = len(clusters)
-    while len(clusters) > k:
-        if heap:
-            pair = heapq.heappop(heap)
-            _, i, j = pair
-            if i not in clusters or j not in clusters:
-                continue  # stale: one side was merged already
-            if n_full <= k and full(i) and full(j):
-                deferred.append(pair)
-                continue
-        else:  # the graph fell apart into more than k pieces: join the two smallest
-            i, j = sorted(clusters, key=lambda c: len(clusters[c]))[:2]
-        n_full -= full(i) + full(j)
-        merged = np.concatenate([clusters.pop(i), clusters.pop(j)])
-        clusters[next_id], member[merged], own[next_id] = merged, next_id, integral(merged)
-        n_full += full(next_id)
-        for other in linked(next_id):
-            heapq.heappush(heap, (-gain(other, next_id), other, next_id))
-        if n_full > k and deferred:  # two outlier groups grew into one more full cluster
-            for pair in deferred:
-                heapq.heappush(heap, pair)
-            deferred.clear()
-        next_id += 1
-    labels = np.empty(n, dtype=np.int64)
-    for label, members in enumerate(clusters.values()):
-        labels[members] = label
-    return labels
+        def full(c: int) -> bool:
+            return bool(len(clusters[c]) >= min_size)
+
+        n_full = sum(full(c) for c in clusters)
+        next_id = len(clusters)
+        while len(clusters) > k:
+            if heap:
+                pair = heapq.heappop(heap)
+                _, i, j = pair
+                if i not in clusters or j not in clusters:
+                    continue  # stale: one side was merged already
+                if n_full <= k and full(i) and full(j):
+                    deferred.append(pair)
+                    continue
+            else:  # the graph fell apart into more than k pieces: join the two smallest
+                i, j = sorted(clusters, key=lambda c: len(clusters[c]))[:2]
+            n_full -= full(i) + full(j)
+            merged = np.concatenate([clusters.pop(i), clusters.pop(j)])
+            clusters[next_id], member[merged], own[next_id] = merged, next_id, self._integral(merged)
+            n_full += full(next_id)
+            for other in self._linked(member, clusters, next_id):
+                heapq.heappush(heap, (-self._gain(clusters, own, other, next_id), other, next_id))
+            if n_full > k and deferred:  # two outlier groups grew into one more full cluster
+                for pair in deferred:
+                    heapq.heappush(heap, pair)
+                deferred.clear()
+            next_id += 1
+        labels = np.empty(len(member), dtype=np.int64)
+        for label, members in enumerate(clusters.values()):
+            labels[members] = label
+        return labels
+
+
+def path_integral_clustering(
+    x: np.ndarray, k: int, n_neighbors: int = 20, a: float = 1.0, z: float = 0.01, min_size: int = 1
+) -> np.ndarray:
+    """Cluster labels 0..k-1 of the rows of `x` by AC-PIC (see `PathIntegralClustering.merge`)."""
+    return PathIntegralClustering(x, k, n_neighbors, a, z).merge(min_size)

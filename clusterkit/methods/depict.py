@@ -31,7 +31,7 @@ from ..engine.data import float_batches
 from ..errors import InputError
 from ..losses import frequency_prior_objective, layerwise_reconstruction, prior_targets, soft_cross_entropy
 from ..nn.autoencoder import ConvAutoencoder
-from ..path_integral import path_integral_clustering
+from ..path_integral import PathIntegralClustering
 from ..spectral import knn_affinity, partition, spectral_embedding
 from .base import ClusterMethod, FitContext
 from .registry import register
@@ -299,14 +299,15 @@ class Depict(ClusterMethod):
         cfg, k, n = self.config, int(self.k_), len(embeddings)
         as_tensor = torch.from_numpy(embeddings)
         min_size, kept = 1, 0  # kept: the index of the partition kept among those tried
-        labels = path_integral_clustering(embeddings, k, n_neighbors=cfg.pic_neighbors)
+        pic = PathIntegralClustering(embeddings, k, n_neighbors=cfg.pic_neighbors)  # one graph for every run
+        labels = pic.merge(min_size)
         objective = self._initial_objective(as_tensor, labels)
         self._targets.init_selection = [{"min_size": min_size, "objective": objective, "kept": False}]
         while cfg.pic_fold_outliers:
             min_size = int(np.bincount(labels, minlength=k).min()) + 1
             if min_size > n // k:
                 break
-            candidate = path_integral_clustering(embeddings, k, n_neighbors=cfg.pic_neighbors, min_size=min_size)
+            candidate = pic.merge(min_size)
             candidate_objective = self._initial_objective(as_tensor, candidate)
             self._targets.init_selection.append({"min_size": min_size, "objective": candidate_objective, "kept": False})
             if not candidate_objective < objective:  # not lower (or NaN): stop
