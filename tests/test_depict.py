@@ -176,3 +176,20 @@ def test_bad_options_and_tiny_images_are_input_errors(digits):
     tiny = ImageSet(paths=["a", "b", "c"], pixels=np.zeros((3, 1, 2, 2), np.uint8))
     with pytest.raises(InputError, match="too small"):
         Depict(k=2, device="cpu", **FAST).fit(tiny)
+
+
+def test_a_cluster_that_self_training_empties_is_refilled(digits, monkeypatch):
+    """The warm-up is given no image of cluster 0, so self-training starts with it empty; without the
+    refill it stays empty to the end."""
+    initial = Depict._initial_clusters
+
+    def without_cluster_zero(self, embeddings):
+        labels = initial(self, embeddings)
+        labels[labels == 0] = 1
+        return labels
+
+    monkeypatch.setattr(Depict, "_initial_clusters", without_cluster_zero)
+    refilled = Depict(k=10, seed=0, device="cpu", **FAST).fit(digits).predict(digits)
+    assert len(np.unique(refilled)) == 10
+    monkeypatch.setattr("clusterkit.methods.depict.plan_splits", lambda *args, **kwargs: [])
+    assert len(np.unique(Depict(k=10, seed=0, device="cpu", **FAST).fit(digits).predict(digits))) < 10

@@ -27,6 +27,7 @@ from .. import console
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..engine import Batch, EpochContext, Phase, Trainer, resolve_device
+from ..empty_clusters import plan_splits, split_linear_head, swap_targets
 from ..engine.data import float_batches
 from ..errors import InputError
 from ..losses import frequency_prior_objective, layerwise_reconstruction, prior_targets, soft_cross_entropy
@@ -349,7 +350,23 @@ class Depict(ClusterMethod):
     def _set_targets(self) -> None:
         probs = self._trainer.infer(lambda x: self.net_.clean_probs(_scaled(x)))
         power, exponent = _TARGETS[self.config.target]
-        self._targets.set(probs, prior_targets(probs.double(), power, exponent).float())
+        q = prior_targets(probs.double(), power, exponent)
+        labels = probs.argmax(dim=1).numpy()
+        if len(np.unique(labels)) < int(self.k_):
+            q = self._refill(q, labels)
+        self._targets.set(probs, q.float())
+
+    def _refill(self, q: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+        """Each cluster the clean predictions left empty takes the smaller 2-means half of the largest,
+        in the targets and in the head (`empty_clusters`): the frequency prior cannot revive a
+        cluster that no image predicts."""
+        embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding).double()
+        for split in plan_splits(labels, embeddings.numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
+            q = swap_targets(q, split)
+            split_linear_head(self.net_.head, split, embeddings)
+            console.info(f"cluster: cluster {split.empty} was empty; it takes {len(split.moved)} images "
+                         f"of cluster {split.split}, the largest")
+        return q
 
     def _assignments(self) -> np.ndarray:
         """Clusters at the last target update (the clean predictions), for the history's scores."""
