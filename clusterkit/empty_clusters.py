@@ -1,10 +1,10 @@
 """Refilling clusters that self-training has emptied.
 
-Self-training sharpens a network's own predictions; a cluster that loses its last image gets no
-target mass, so nothing brings it back, and the model ends with fewer than k clusters. DeepCluster
+Self-training sharpens a network's own predictions, and a cluster can lose its last image for
+good; the model then gives fewer clusters than were asked for. DeepCluster
 (Caron et al., ECCV 2018, sec. 3.3) meets this by giving the empty cluster a slightly perturbed
 copy of a non-empty cluster's centroid and splitting that cluster's images between the two. Here
-the cluster split is the largest (as bisecting k-means does), by 2-means on the features that the
+the cluster split is the largest (bisecting k-means' `largest_cluster` strategy), by 2-means on the features that the
 clustering head reads, and the perturbation points from one half's centroid to the other's, so
 the split is deterministic and is the 2-means split exactly.
 """
@@ -54,22 +54,13 @@ def plan_splits(labels: np.ndarray, features: np.ndarray, k: int, seed: int, n_i
     return splits
 
 
-def swap_targets(targets: torch.Tensor, split: Split) -> torch.Tensor:
-    """Targets in which the moved images' mass on the split cluster goes to the empty one (and back)."""
-    targets = targets.clone()
-    rows = torch.from_numpy(split.moved)[:, None]
-    columns = torch.tensor([split.empty, split.split])
-    targets[rows, columns] = targets[rows, columns.flip(0)]
-    return targets
-
-
 @torch.no_grad()
 def split_linear_head(head: nn.Linear, split: Split, features: torch.Tensor) -> None:
     """Row `empty` of a linear softmax head := row `split` + ε(normal, offset). Among the split
     cluster's images the argmax then follows the 2-means split; ε keeps every other image's argmax
     (half its smallest margin to the split cluster) and changes no logit by more than 1."""
     features = features.double()
-    weight, bias = head.weight.double(), head.bias.double()
+    weight, bias = head.weight.detach().double().cpu(), head.bias.detach().double().cpu()
     logits = features @ weight.T + bias
     side = features @ torch.from_numpy(split.normal).double() + split.offset
     members = torch.zeros(len(features), dtype=torch.bool)
@@ -78,5 +69,5 @@ def split_linear_head(head: nn.Linear, split: Split, features: torch.Tensor) -> 
     margin = logits[others].max(dim=1).values - logits[others, split.split]
     epsilon = min(1.0 / float(side.abs().max().clamp_min(1e-12)),
                   0.5 * float((margin / side[others]).min()) if bool(others.any()) else float("inf"))
-    head.weight[split.empty] = (weight[split.split] + epsilon * torch.from_numpy(split.normal)).to(head.weight.dtype)
-    head.bias[split.empty] = (bias[split.split] + epsilon * split.offset).to(head.bias.dtype)
+    head.weight[split.empty] = (weight[split.split] + epsilon * torch.from_numpy(split.normal)).to(head.weight)
+    head.bias[split.empty] = (bias[split.split] + epsilon * split.offset).to(head.bias)

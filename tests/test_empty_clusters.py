@@ -1,5 +1,5 @@
-"""Refilling emptied clusters: the largest is split by 2-means, one half moves to the empty one,
-in the targets and in a linear head."""
+"""Refilling emptied clusters: the largest is split by 2-means, and a linear head's empty row
+takes one half."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from clusterkit.data import load_images
-from clusterkit.empty_clusters import plan_splits, split_linear_head, swap_targets
+from clusterkit.empty_clusters import plan_splits, split_linear_head
 from clusterkit.metrics import cluster_acc
 
 
@@ -49,17 +49,6 @@ def test_no_split_without_an_empty_cluster_or_two_distinct_images():
     labels[0] = 1
     assert plan_splits(labels, x, k=2, seed=0) == []
     assert plan_splits(np.zeros(len(x), dtype=np.int64), np.repeat(x[:1], len(x), axis=0), k=2, seed=0) == []
-
-
-def test_swapped_targets_move_the_mass_of_the_moved_images_only():
-    x, _ = _digits(0, 1)
-    (split,) = plan_splits(np.zeros(len(x), dtype=np.int64), x, k=2, seed=0)
-    targets = torch.tensor([[0.9, 0.1]], dtype=torch.float64).repeat(len(x), 1)
-    swapped = swap_targets(targets, split)
-    moved = np.zeros(len(x), dtype=bool)
-    moved[split.moved] = True
-    assert torch.equal(swapped[moved], targets[moved].flip(1))
-    assert torch.equal(swapped[~moved], targets[~moved])
 
 
 def test_the_split_head_predicts_the_split_and_keeps_every_other_image():

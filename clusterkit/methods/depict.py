@@ -27,7 +27,7 @@ from .. import console
 from ..config import MethodConfig
 from ..data.images import ImageSet
 from ..engine import Batch, EpochContext, Phase, Trainer, resolve_device
-from ..empty_clusters import plan_splits, split_linear_head, swap_targets
+from ..empty_clusters import plan_splits, split_linear_head
 from ..engine.data import float_batches
 from ..errors import InputError
 from ..losses import frequency_prior_objective, layerwise_reconstruction, prior_targets, soft_cross_entropy
@@ -191,6 +191,7 @@ class Depict(ClusterMethod):
                   on_start=self._set_targets, on_epoch_end=self._update_targets, assign=self._assignments),
         ]
         self._trainer.fit(self.net_, phases)
+        self._fill_empty_clusters()
         self.device_ = str(self._trainer.device)
         del self._trainer
 
@@ -350,23 +351,21 @@ class Depict(ClusterMethod):
     def _set_targets(self) -> None:
         probs = self._trainer.infer(lambda x: self.net_.clean_probs(_scaled(x)))
         power, exponent = _TARGETS[self.config.target]
-        q = prior_targets(probs.double(), power, exponent)
-        labels = probs.argmax(dim=1).numpy()
-        if len(np.unique(labels)) < int(self.k_):
-            q = self._refill(q, labels)
-        self._targets.set(probs, q.float())
+        self._targets.set(probs, prior_targets(probs.double(), power, exponent).float())
 
-    def _refill(self, q: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
-        """Each cluster the clean predictions left empty takes the smaller 2-means half of the largest,
-        in the targets and in the head (`empty_clusters`): the frequency prior cannot revive a
-        cluster that no image predicts."""
+    def _fill_empty_clusters(self) -> None:
+        """After training, each cluster that no clean prediction holds takes the smaller 2-means half
+        of the largest, through the head (`empty_clusters`), so the model gives the k clusters asked
+        for. Only here: a cluster that empties during self-training often comes back by the
+        frequency prior, and splitting then cost accuracy (docs/methods.md)."""
+        labels = self._predictions()
+        if len(np.unique(labels)) == int(self.k_):
+            return
         embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding).double()
         for split in plan_splits(labels, embeddings.numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
-            q = swap_targets(q, split)
             split_linear_head(self.net_.head, split, embeddings)
-            console.info(f"cluster: cluster {split.empty} was empty; it takes {len(split.moved)} images "
+            console.info(f"cluster: cluster {split.empty} ended empty; it takes {len(split.moved)} images "
                          f"of cluster {split.split}, the largest")
-        return q
 
     def _assignments(self) -> np.ndarray:
         """Clusters at the last target update (the clean predictions), for the history's scores."""
