@@ -1,10 +1,10 @@
 """Refilling clusters that self-training has emptied.
 
 Self-training sharpens a network's own predictions, and a cluster can lose its last image for
-good; the model then gives fewer clusters than were asked for. DeepCluster
-(Caron et al., ECCV 2018, sec. 3.3) meets this by giving the empty cluster a slightly perturbed
-copy of a non-empty cluster's centroid and splitting that cluster's images between the two. Here
-the cluster split is the largest (bisecting k-means' `largest_cluster` strategy), by 2-means on the features that the
+good; the model then gives fewer clusters than were asked for. DeepCluster (Caron et al., ECCV
+2018, sec. 3.3) meets this by giving the empty cluster a slightly perturbed copy of a non-empty
+cluster's centroid and splitting that cluster's images between the two. Here the cluster split is
+the largest (bisecting k-means' `largest_cluster` strategy), by 2-means on the features that the
 clustering head reads, and the perturbation points from one half's centroid to the other's, so
 the split is deterministic and is the 2-means split exactly.
 """

@@ -180,7 +180,7 @@ def test_bad_options_and_tiny_images_are_input_errors(digits):
 
 def test_a_cluster_that_self_training_empties_is_refilled(digits, monkeypatch):
     """The warm-up is given no image of cluster 0, so self-training starts with it empty; without the
-    refill it stays empty to the end."""
+    refill at the end of training it stays empty, and metrics.json's fit_info says what was refilled."""
     initial = Depict._initial_clusters
 
     def without_cluster_zero(self, embeddings):
@@ -189,7 +189,9 @@ def test_a_cluster_that_self_training_empties_is_refilled(digits, monkeypatch):
         return labels
 
     monkeypatch.setattr(Depict, "_initial_clusters", without_cluster_zero)
-    refilled = Depict(k=10, seed=0, device="cpu", **FAST).fit(digits).predict(digits)
-    assert len(np.unique(refilled)) == 10
+    model = Depict(k=10, seed=0, device="cpu", **FAST).fit(digits)
+    assert len(np.unique(model.predict(digits))) == 10
+    refills = model.fit_info()["empty_clusters_refilled"]
+    assert refills and all(r["images"] >= 1 and r["cluster"] != r["split"] for r in refills)
     monkeypatch.setattr("clusterkit.methods.depict.plan_splits", lambda *args, **kwargs: [])
     assert len(np.unique(Depict(k=10, seed=0, device="cpu", **FAST).fit(digits).predict(digits))) < 10

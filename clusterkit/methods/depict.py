@@ -358,12 +358,14 @@ class Depict(ClusterMethod):
         of the largest, through the head (`empty_clusters`), so the model gives the k clusters asked
         for. Only here: a cluster that empties during self-training often comes back by the
         frequency prior, and splitting then cost accuracy (docs/methods.md)."""
+        self._refilled: list[dict[str, int]] = []
         labels = self._predictions()
         if len(np.unique(labels)) == int(self.k_):
             return
         embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding).double()
         for split in plan_splits(labels, embeddings.numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
             split_linear_head(self.net_.head, split, embeddings)
+            self._refilled.append({"cluster": split.empty, "split": split.split, "images": len(split.moved)})
             console.info(f"cluster: cluster {split.empty} ended empty; it takes {len(split.moved)} images "
                          f"of cluster {split.split}, the largest")
 
@@ -372,8 +374,13 @@ class Depict(ClusterMethod):
         return self._targets.probs.argmax(dim=1).numpy()
 
     def fit_info(self) -> dict[str, Any]:
-        targets = getattr(self, "_targets", None)
-        return {"init_selection": targets.init_selection} if targets is not None and targets.init_selection else {}
+        """For metrics.json: how the initial clusters were chosen, and the clusters that ended empty."""
+        targets, info = getattr(self, "_targets", None), {}
+        if targets is not None and targets.init_selection:
+            info["init_selection"] = targets.init_selection
+        if getattr(self, "_refilled", None):
+            info["empty_clusters_refilled"] = self._refilled
+        return info
 
     # --- inference & persistence ------------------------------------------------------------------
     def _predict_proba(self, images: ImageSet) -> np.ndarray:
