@@ -58,7 +58,8 @@ def timed_fit(method: str, images, k: int, seed: int, **options: Any) -> dict[st
     scores = evaluate(images.labels, predicted)
     epochs = getattr(model.config, "epochs", None)
     return {"method": method, "seed": seed, "seconds": round(seconds, 2), "device": getattr(model, "device_", "cpu"),
-            "epochs": epochs, **{key: round(scores[key], 4) for key in ("acc", "nmi", "ari")}}
+            "epochs": epochs, "clusters": len(set(predicted.tolist())),
+            **{key: round(scores[key], 4) for key in ("acc", "nmi", "ari")}}
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:

@@ -274,12 +274,16 @@ class Depict(ClusterMethod):
 
     def _init_head(self) -> None:
         """Cluster the clean embeddings (AC-PIC, spectral or k-means); head weights = their unit-norm centroids."""
-        embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding).double()
+        embeddings = self._embeddings()
         labels = torch.from_numpy(self._initial_clusters(embeddings.numpy()).astype(np.int64))
         with torch.no_grad():
             self.net_.head.weight.copy_(self._head_rows(embeddings, labels))
             self.net_.head.bias.zero_()
         self._targets.set_initial(labels)
+
+    def _embeddings(self) -> torch.Tensor:
+        """The clean embeddings of all images (what the head reads), float64 on the CPU."""
+        return self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding).double()
 
     def _head_rows(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The clusters' unit-norm centroids, one row per cluster."""
@@ -362,7 +366,7 @@ class Depict(ClusterMethod):
         labels = self._predictions()
         if len(np.unique(labels)) == int(self.k_):
             return
-        embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding).double()
+        embeddings = self._embeddings()
         for split in plan_splits(labels, embeddings.numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
             split_linear_head(self.net_.head, split, embeddings)
             self._refilled.append({"cluster": split.empty, "split": split.split, "images": len(split.moved)})
