@@ -54,20 +54,33 @@ def plan_splits(labels: np.ndarray, features: np.ndarray, k: int, seed: int, n_i
     return splits
 
 
+def _logits(head: nn.Linear, features: torch.Tensor) -> torch.Tensor:
+    """The head's logits on the CPU, in the head's own dtype (as its predictions are computed)."""
+    weight, bias = head.weight.detach().cpu(), head.bias.detach().cpu()
+    return features.to(weight.dtype) @ weight.T + bias
+
+
 @torch.no_grad()
-def split_linear_head(head: nn.Linear, split: Split, features: torch.Tensor) -> None:
-    """Row `empty` of a linear softmax head := row `split` + ε(normal, offset). Among the split
-    cluster's images the argmax then follows the 2-means split; ε keeps every other image's argmax
-    (half its smallest margin to the split cluster) and changes no logit by more than 1."""
-    features = features.double()
-    weight, bias = head.weight.detach().double().cpu(), head.bias.detach().double().cpu()
-    logits = features @ weight.T + bias
-    side = features @ torch.from_numpy(split.normal).double() + split.offset
-    members = torch.zeros(len(features), dtype=torch.bool)
-    members[torch.from_numpy(np.flatnonzero(logits.argmax(dim=1).numpy() == split.split))] = True
-    others = ~members & (side > 0)
+def predicted_clusters(head: nn.Linear, features: torch.Tensor) -> np.ndarray:
+    return _logits(head, features).argmax(dim=1).numpy()
+
+
+@torch.no_grad()
+def split_linear_head(head: nn.Linear, split: Split, features: torch.Tensor) -> int:
+    """Row `empty` of a linear softmax head := row `split` + ε(normal, offset), so that among the
+    split cluster's images the argmax follows the 2-means split. ε keeps every other image's argmax
+    (half its smallest margin to the split cluster; exact ties are left out, ambiguous anyway), and
+    keeps logit_empty − logit_split within ±1, a perturbation as DeepCluster's: the two clusters'
+    images then have a confidence of at most e/(1+e) ≈ 0.73 until further training sharpens them.
+    Returns how many images the head now gives to `empty`, in its own dtype."""
+    logits = _logits(head, features)
+    normal = torch.from_numpy(split.normal).to(logits.dtype)
+    side = features.to(logits.dtype) @ normal + split.offset
+    others = (logits.argmax(dim=1) != split.split) & (side > 0)
     margin = logits[others].max(dim=1).values - logits[others, split.split]
+    ratio = margin[margin > 0] / side[others][margin > 0]
     epsilon = min(1.0 / float(side.abs().max().clamp_min(1e-12)),
-                  0.5 * float((margin / side[others]).min()) if bool(others.any()) else float("inf"))
-    head.weight[split.empty] = (weight[split.split] + epsilon * torch.from_numpy(split.normal)).to(head.weight)
-    head.bias[split.empty] = (bias[split.split] + epsilon * split.offset).to(head.bias)
+                  0.5 * float(ratio.min()) if len(ratio) else float("inf"))
+    head.weight[split.empty] = (head.weight[split.split].cpu() + epsilon * normal).to(head.weight)
+    head.bias[split.empty] = (head.bias[split.split].cpu() + epsilon * split.offset).to(head.bias)
+    return int((predicted_clusters(head, features) == split.empty).sum())

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from clusterkit.data import load_images
-from clusterkit.empty_clusters import plan_splits, split_linear_head
+from clusterkit.empty_clusters import plan_splits, predicted_clusters, split_linear_head
 from clusterkit.metrics import cluster_acc
 
 
@@ -69,5 +69,23 @@ def test_the_split_head_predicts_the_split_and_keeps_every_other_image():
     expected = before.argmax(1).clone()
     expected[torch.from_numpy(split.moved)] = 2
     assert torch.equal(after.argmax(1), expected)
-    assert torch.equal(after[:, :2], before[:, :2])
+    assert torch.allclose(after[:, :2], before[:, :2])
     assert float((after[:, 2] - before[:, 0]).abs().max()) <= 1.0 + 1e-9
+
+
+def test_splits_in_a_row_on_a_float32_head_give_the_planned_clusters():
+    x, truth = _digits(0, 1, 2, 3)
+    features = torch.from_numpy(x).float()
+    head = nn.Linear(x.shape[1], 5)  # float32, as DEPICT's; cluster 4 holds digit 3, clusters 1-3 are empty
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([1.0, -5.0, -5.0, -5.0, 0.0]))
+        head.weight[4] = torch.from_numpy((truth == 3) * 1.0 @ x / (truth == 3).sum() - x.mean(0)).float() * 0.1
+    labels = predicted_clusters(head, features)
+    splits = plan_splits(labels, x, k=5, seed=0)
+    assert [s.empty for s in splits] == [1, 2, 3]
+    planned = labels.copy()
+    for s in splits:
+        assert split_linear_head(head, s, features) == len(s.moved)
+        planned[s.moved] = s.empty
+    assert np.array_equal(predicted_clusters(head, features), planned)

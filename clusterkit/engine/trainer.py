@@ -100,11 +100,12 @@ class Trainer:
             raise
 
     @torch.no_grad()
-    def infer(self, fn: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 512) -> torch.Tensor:
+    def infer(self, fn: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 512, autocast: bool = True) -> torch.Tensor:
         """`fn(x)` for every image (x in [0, 1]), rows in input order, on the CPU. Under torchrun each
-        rank computes its shard and all ranks receive every row (padding duplicates dropped)."""
+        rank computes its shard and all ranks receive every row (padding duplicates dropped).
+        `autocast=False`: full precision, as `predict` computes, where a result must agree with it."""
         outputs = []
-        with self.precision.autocast():
+        with self.precision.autocast() if autocast else contextlib.nullcontext():
             for batch in self.data.ordered(batch_size, self.env):
                 outputs.append(fn(batch.x).float())
         return unshard(torch.cat(outputs), len(self.data)).cpu()

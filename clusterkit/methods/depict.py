@@ -26,8 +26,8 @@ from torch import nn
 from .. import console
 from ..config import MethodConfig
 from ..data.images import ImageSet
+from ..empty_clusters import plan_splits, predicted_clusters, split_linear_head
 from ..engine import Batch, EpochContext, Phase, Trainer, resolve_device
-from ..empty_clusters import plan_splits, split_linear_head
 from ..engine.data import float_batches
 from ..errors import InputError
 from ..losses import frequency_prior_objective, layerwise_reconstruction, prior_targets, soft_cross_entropy
@@ -361,16 +361,17 @@ class Depict(ClusterMethod):
         """After training, each cluster that no clean prediction holds takes the smaller 2-means half
         of the largest, through the head (`empty_clusters`), so the model gives the k clusters asked
         for. Only here: a cluster that empties during self-training often comes back by the
-        frequency prior, and splitting then cost accuracy (docs/methods.md)."""
+        frequency prior, and splitting then cost accuracy (docs/methods.md). In full precision, as
+        `predict` computes, so that the split found is the one the saved model gives."""
         self._refilled: list[dict[str, int]] = []
-        labels = self._predictions()
+        embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding, autocast=False)
+        labels = predicted_clusters(self.net_.head, embeddings)
         if len(np.unique(labels)) == int(self.k_):
             return
-        embeddings = self._embeddings()
-        for split in plan_splits(labels, embeddings.numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
-            split_linear_head(self.net_.head, split, embeddings)
-            self._refilled.append({"cluster": split.empty, "split": split.split, "images": len(split.moved)})
-            console.info(f"cluster: cluster {split.empty} ended empty; it takes {len(split.moved)} images "
+        for split in plan_splits(labels, embeddings.double().numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
+            moved = split_linear_head(self.net_.head, split, embeddings)
+            self._refilled.append({"cluster": split.empty, "split": split.split, "images": moved})
+            console.info(f"cluster: cluster {split.empty} ended empty; it takes {moved} images "
                          f"of cluster {split.split}, the largest")
 
     def _assignments(self) -> np.ndarray:
