@@ -20,11 +20,11 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Split:
-    """Cluster `split`'s images `moved` go to the empty cluster `empty`. They are the features z
+    """Cluster `donor`'s images `moved` go to the empty cluster `empty`. They are the features z
     with normal·z + offset > 0: the side of the 2-means bisecting hyperplane nearer their centroid."""
 
     empty: int
-    split: int
+    donor: int
     moved: np.ndarray
     normal: np.ndarray
     offset: float
@@ -38,8 +38,8 @@ def plan_splits(labels: np.ndarray, features: np.ndarray, k: int, seed: int, n_i
     labels = np.asarray(labels).copy()
     splits: list[Split] = []
     for empty in np.flatnonzero(np.bincount(labels, minlength=k) == 0):
-        for split in np.argsort(-np.bincount(labels, minlength=k), kind="stable"):
-            members = np.flatnonzero(labels == split)
+        for donor in np.argsort(-np.bincount(labels, minlength=k), kind="stable"):
+            members = np.flatnonzero(labels == donor)
             if len(np.unique(features[members], axis=0)) >= 2:
                 break
         else:
@@ -48,7 +48,7 @@ def plan_splits(labels: np.ndarray, features: np.ndarray, k: int, seed: int, n_i
         mover = int(np.argmin(np.bincount(kmeans.labels_, minlength=2)))
         toward, away = kmeans.cluster_centers_[mover], kmeans.cluster_centers_[1 - mover]
         normal = toward - away
-        splits.append(Split(int(empty), int(split), members[kmeans.labels_ == mover], normal,
+        splits.append(Split(int(empty), int(donor), members[kmeans.labels_ == mover], normal,
                             float(-normal @ (toward + away) / 2)))
         labels[splits[-1].moved] = empty
     return splits
@@ -67,20 +67,20 @@ def predicted_clusters(head: nn.Linear, features: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def split_linear_head(head: nn.Linear, split: Split, features: torch.Tensor) -> int:
-    """Row `empty` of a linear softmax head := row `split` + ε(normal, offset), so that among the
-    split cluster's images the argmax follows the 2-means split. ε keeps every other image's argmax
-    (half its smallest margin to the split cluster; exact ties are left out, ambiguous anyway), and
-    keeps logit_empty − logit_split within ±1, a perturbation as DeepCluster's: the two clusters'
+    """Row `empty` of a linear softmax head := row `donor` + ε(normal, offset), so that among the
+    donor's images the argmax follows the 2-means split. ε keeps every other image's argmax
+    (half its smallest margin to the donor; exact ties are left out, ambiguous anyway), and
+    keeps logit_empty − logit_donor within ±1, a perturbation as DeepCluster's: the two clusters'
     images then have a confidence of at most e/(1+e) ≈ 0.73 until further training sharpens them.
     Returns how many images the head now gives to `empty`, in its own dtype."""
     logits = _logits(head, features)
     normal = torch.from_numpy(split.normal).to(logits.dtype)
     side = features.to(logits.dtype) @ normal + split.offset
-    others = (logits.argmax(dim=1) != split.split) & (side > 0)
-    margin = logits[others].max(dim=1).values - logits[others, split.split]
+    others = (logits.argmax(dim=1) != split.donor) & (side > 0)
+    margin = logits[others].max(dim=1).values - logits[others, split.donor]
     ratio = margin[margin > 0] / side[others][margin > 0]
     epsilon = min(1.0 / float(side.abs().max().clamp_min(1e-12)),
                   0.5 * float(ratio.min()) if len(ratio) else float("inf"))
-    head.weight[split.empty] = (head.weight[split.split].cpu() + epsilon * normal).to(head.weight)
-    head.bias[split.empty] = (head.bias[split.split].cpu() + epsilon * split.offset).to(head.bias)
+    head.weight[split.empty] = (head.weight[split.donor].cpu() + epsilon * normal).to(head.weight)
+    head.bias[split.empty] = (head.bias[split.donor].cpu() + epsilon * split.offset).to(head.bias)
     return int((predicted_clusters(head, features) == split.empty).sum())

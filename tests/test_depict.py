@@ -197,7 +197,7 @@ def test_a_cluster_that_self_training_empties_is_refilled(digits, monkeypatch):
     monkeypatch.setattr("clusterkit.methods.depict.plan_splits", lambda *args, **kwargs: [])
     plain = Depict(k=10, seed=0, device="cpu", **FAST).fit(digits).predict(digits)
     assert len(np.unique(plain)) < 10
-    donors = [r["split"] for r in refills]
+    donors = [r["donor"] for r in refills]
     untouched = ~np.isin(plain, donors)  # images of clusters that gave none away keep their cluster
     assert np.array_equal(refilled[untouched], plain[untouched])
     assert np.isin(refilled[~untouched], donors + [r["cluster"] for r in refills]).all()

@@ -22,7 +22,7 @@ def _digits(*classes: int) -> tuple[np.ndarray, np.ndarray]:
 def test_the_empty_cluster_takes_one_digit_of_a_merged_pair():
     x, truth = _digits(0, 1)
     (split,) = plan_splits(np.zeros(len(x), dtype=np.int64), x, k=2, seed=0)  # cluster 1 is empty
-    assert (split.empty, split.split) == (1, 0)
+    assert (split.empty, split.donor) == (1, 0)
     labels = np.zeros(len(x), dtype=np.int64)
     labels[split.moved] = 1
     assert cluster_acc(truth, labels) > 0.95
@@ -37,9 +37,9 @@ def test_every_empty_cluster_is_refilled_from_the_largest_at_that_point():
     assert [s.empty for s in splits] == [1, 2, 3]
     sizes = np.array([len(x), 0, 0, 0])
     for s in splits:
-        assert s.split == int(np.argmax(sizes))
-        assert len(s.moved) <= sizes[s.split] // 2
-        sizes[s.split] -= len(s.moved)
+        assert s.donor == int(np.argmax(sizes))
+        assert len(s.moved) <= sizes[s.donor] // 2
+        sizes[s.donor] -= len(s.moved)
         sizes[s.empty] = len(s.moved)
 
 

@@ -370,9 +370,9 @@ class Depict(ClusterMethod):
             return
         for split in plan_splits(labels, embeddings.double().numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
             moved = split_linear_head(self.net_.head, split, embeddings)
-            self._refilled.append({"cluster": split.empty, "split": split.split, "images": moved})
+            self._refilled.append({"cluster": split.empty, "donor": split.donor, "images": moved})
             console.info(f"cluster: cluster {split.empty} ended empty; it takes {moved} images "
-                         f"of cluster {split.split}, the largest")
+                         f"of cluster {split.donor}, the largest")
 
     def _assignments(self) -> np.ndarray:
         """Clusters at the last target update (the clean predictions), for the history's scores."""
