@@ -100,7 +100,9 @@ class Trainer:
             raise
 
     @torch.no_grad()
-    def infer(self, fn: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 512, autocast: bool = True) -> torch.Tensor:
+    def infer(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 512, autocast: bool = True
+    ) -> torch.Tensor:
         """`fn(x)` for every image (x in [0, 1]), rows in input order, on the CPU. Under torchrun each
         rank computes its shard and all ranks receive every row (padding duplicates dropped).
         `autocast=False`: full precision, as `predict` computes, where a result must agree with it."""

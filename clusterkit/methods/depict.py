@@ -281,9 +281,10 @@ class Depict(ClusterMethod):
             self.net_.head.bias.zero_()
         self._targets.set_initial(labels)
 
-    def _embeddings(self) -> torch.Tensor:
+    def _embeddings(self, autocast: bool = True) -> torch.Tensor:
         """The clean embeddings of all images (what the head reads), float64 on the CPU."""
-        return self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding).double()
+        encode = lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding  # noqa: E731
+        return self._trainer.infer(encode, autocast=autocast).double()
 
     def _head_rows(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The clusters' unit-norm centroids, one row per cluster."""
@@ -364,11 +365,11 @@ class Depict(ClusterMethod):
         frequency prior, and splitting then cost accuracy (docs/methods.md). In full precision, as
         `predict` computes, so that the split found is the one the saved model gives."""
         self._refilled: list[dict[str, int]] = []
-        embeddings = self._trainer.infer(lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding, autocast=False)
+        embeddings = self._embeddings(autocast=False)
         labels = predicted_clusters(self.net_.head, embeddings)
         if len(np.unique(labels)) == int(self.k_):
             return
-        for split in plan_splits(labels, embeddings.double().numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
+        for split in plan_splits(labels, embeddings.numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
             moved = split_linear_head(self.net_.head, split, embeddings)
             self._refilled.append({"cluster": split.empty, "donor": split.donor, "images": moved})
             console.info(f"cluster: cluster {split.empty} ended empty; it takes {moved} images "
