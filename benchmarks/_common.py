@@ -6,10 +6,10 @@ import os
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def peak_rss_mb() -> float:
@@ -36,11 +36,10 @@ def load_folder(args, parser, image_size: int | None = None):
     if args.folder is None:
         return None
     from clusterkit import load_images
-    from clusterkit.fitting import ground_truth
+    from clusterkit.workflows.fit import ground_truth
 
     images = load_images(args.folder, image_size=image_size)
-    images.labels = ground_truth(images, args.labels)
-    return images
+    return replace(images, labels=ground_truth(images, args.labels))
 
 
 def timed_fit(method: str, images, k: int, seed: int, **options: Any) -> dict[str, Any]:
@@ -51,9 +50,7 @@ def timed_fit(method: str, images, k: int, seed: int, **options: Any) -> dict[st
     model = get_method(method, k=k, seed=seed, **options)
     start = time.perf_counter()
     model.fit(images)
-    predicted = model.training_labels_
-    if predicted is None:
-        predicted = model.predict(images)
+    predicted = model.labels_
     seconds = time.perf_counter() - start
     scores = evaluate(images.labels, predicted)
     epochs = getattr(model.config, "epochs", None)

@@ -79,7 +79,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder
         if folder is None:
-            from clusterkit.data.export import export_builtin
+            from clusterkit.data.builtin_export import export_builtin
 
             folder = Path(tmp)
             export_builtin("digits", folder, scale=12, rgb=True)

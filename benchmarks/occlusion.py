@@ -50,7 +50,7 @@ def main() -> None:
 
     from clusterkit import load_images
     from clusterkit.data.builtin import occlude
-    from clusterkit.data.images import ImageSet
+    from clusterkit.data.samples import ImageSet
 
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]

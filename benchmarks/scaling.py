@@ -39,7 +39,7 @@ def augmented_digits(n: int, seed: int = 0):
     import numpy as np
 
     from clusterkit.data.builtin import load_builtin
-    from clusterkit.data.images import ImageSet
+    from clusterkit.data.samples import ImageSet
 
     base = load_builtin("digits")
     rng = np.random.default_rng(seed)
@@ -73,7 +73,7 @@ def run_one(n: int, seed: int, options: dict) -> dict:
     start, cpu_start = time.perf_counter(), time.process_time()
     model.fit(images)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    scores = evaluate(images.labels, model.training_labels_)
+    scores = evaluate(images.labels, model.labels_)
     return {"n": n, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "peak_mb": round(peak_rss_mb(), 1), "base_mb": round(before, 1),
             "graph_nnz": model.graph_nnz_, "graph_components": model.fit_info()["graph_components"], "acc": round(scores["acc"], 4), "nmi": round(scores["nmi"], 4)}
 

@@ -3,7 +3,7 @@
     from clusterkit import load_images, get_method
     images = load_images("builtin:digits")
     model = get_method("spectral", k=10, seed=0).fit(images)
-    labels = model.predict(images)
+    labels = model.labels_
 
 Imports are lazy so that `clusterkit --help` never loads torch.
 """
@@ -12,35 +12,44 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from clusterkit._version import __version__
 
 if TYPE_CHECKING:
-    from .data import ImageSet, load_images
-    from .errors import InputError
-    from .methods.base import ClusterMethod
+    from clusterkit.data import ImageSet, load_images
+    from clusterkit.errors import InputError
+    from clusterkit.methods.base import ClusterMethod
+    from clusterkit.methods.factory import load_model
+    from clusterkit.workflows.assign import assign
+    from clusterkit.workflows.evaluate import evaluate_files
+    from clusterkit.workflows.fit import FitRequest, run_fit
+
+# Public name -> the module that defines it, imported on first use.
+_LAZY = {
+    "ImageSet": "clusterkit.data",
+    "load_images": "clusterkit.data",
+    "InputError": "clusterkit.errors",  # what the library raises for bad input, as the CLI's one-line errors
+    "load_model": "clusterkit.methods.factory",
+    "list_methods": "clusterkit.methods.registry",
+    "assign": "clusterkit.workflows.assign",
+    "evaluate_files": "clusterkit.workflows.evaluate",
+    "FitRequest": "clusterkit.workflows.fit",
+    "run_fit": "clusterkit.workflows.fit",
+}
 
 
 def get_method(name: str, **params: Any) -> "ClusterMethod":
     """An unfitted method by registry name, e.g. `get_method("depict", k=10, seed=0)`."""
-    from .methods.registry import get_method_class
+    from clusterkit.methods.factory import create_method
 
-    return get_method_class(name)(**params)
+    return create_method(name, **params)
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("load_images", "ImageSet"):
-        from . import data
+    if name not in _LAZY:
+        raise AttributeError(name)
+    import importlib
 
-        return getattr(data, name)
-    if name == "InputError":  # what the library raises for bad input, as the CLI's one-line errors
-        from .errors import InputError
-
-        return InputError
-    if name == "load_model":
-        from .checkpoint import load_model
-
-        return load_model
-    raise AttributeError(name)
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 
-__all__ = ["ImageSet", "__version__", "get_method", "load_images", "load_model"]
+__all__ = ["__version__", "get_method", *_LAZY]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
+from clusterkit.errors import InputError
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterkit.data.export import export_builtin
+from clusterkit.data.builtin_export import export_builtin
 
 
 @dataclass

@@ -20,7 +20,7 @@ def rows(text: str) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def kmeans_run(tmp_path_factory, digits_dir):
     """One k-means fit on the exported digits folder, shared by the tests that read its outputs."""
-    from clusterkit.fitting import FitRequest, run_fit
+    from clusterkit.workflows.fit import FitRequest, run_fit
 
     out = tmp_path_factory.mktemp("runs") / "kmeans"
     run_fit(FitRequest(source=str(digits_dir), method="kmeans", k="10", out=out, labels=digits_dir / "labels.csv"))
@@ -163,13 +163,13 @@ def test_sanet_k_auto_is_reported(cli, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["k_selection"]["criterion"] == "eigengap"
     assert metrics["k"] == 2 + int(np.argmax(np.diff(metrics["k_selection"]["eigenvalues"])[1:8]))
-    from clusterkit.checkpoint import load_model
+    from clusterkit.methods.factory import load_model
 
     assert load_model(out / "model.ckpt").fit_info()["k_selection"] == metrics["k_selection"]
 
 
 def test_collapse_is_warned(cli, tmp_path):
-    from clusterkit.runs import collapse_warning
+    from clusterkit.workflows.fit import collapse_warning
 
     assert "empty" in collapse_warning([10, 0, 5])
     assert "90%" in collapse_warning([90, 5, 5])
@@ -183,7 +183,7 @@ def test_methods_lists_registry(cli):
     listed = json.loads(cli("methods", "--json").out)
     names = {m["name"] for m in listed}
     assert {"kmeans", "spectral", "gmm"} <= names
-    assert all({"name", "description", "trainable"} <= set(m) for m in listed)
+    assert all({"name", "description", "uses_engine"} <= set(m) for m in listed)
 
 
 def test_version(cli):
@@ -231,7 +231,7 @@ def test_closing_stdout_early_is_quiet(kmeans_run):
 
 def test_labels_file_scores_the_training_history(tmp_path, digits_dir):
     """Ground truth from --labels, not only a built-in set's, reaches the per-epoch history."""
-    from clusterkit.fitting import FitRequest, run_fit
+    from clusterkit.workflows.fit import FitRequest, run_fit
 
     options = ["pretrain_epochs=1", "init_epochs=1", "epochs=1", "feature_maps=8", "init=kmeans", "kmeans_n_init=1"]
     run_fit(FitRequest(source=str(digits_dir), method="depict", k="10", out=tmp_path / "r",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clusterkit import get_method, load_images
-from clusterkit.checkpoint import load_model
+from clusterkit.methods.factory import load_model
 from clusterkit.config import MethodConfig, build_config, parse_set_options
 from clusterkit.errors import InputError
 from clusterkit.methods.classical import SpectralConfig
@@ -51,7 +51,7 @@ def test_checkpoint_round_trip(tmp_path, method):
     torch.load(path, weights_only=True)  # plain tensors and data only
     loaded = load_model(path)
     np.testing.assert_allclose(loaded.predict_proba(images), model.predict_proba(images), atol=1e-6)
-    assert loaded.image_shape_ == (1, 8, 8) and loaded.k_ == 10
+    assert loaded.input_shape_ == (1, 8, 8) and loaded.k_ == 10
 
 
 @pytest.mark.parametrize("method", available_methods())
@@ -84,7 +84,7 @@ def test_predict_on_a_bare_array_says_what_it_takes():
 
     digits = load_images("builtin:digits").subset(range(60))
     model = get_method("kmeans", k=3, device="cpu").fit(digits)
-    with pytest.raises(exported, match="takes an ImageSet"):
+    with pytest.raises(exported, match="takes pixels samples .clusterkit.load_images., got ndarray"):
         model.predict(digits.pixels)
 
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from clusterkit.checkpoint import load_model, save_model
+from clusterkit.methods.factory import load_model
 from clusterkit.data import ImageSet, load_images
 from clusterkit.errors import InputError
-from clusterkit.methods.base import FitContext
+from clusterkit.engine.context import FitContext
 from clusterkit.methods.depict import Depict, _Targets
 from clusterkit.metrics import cluster_acc
 from clusterkit.nn.autoencoder import ConvAutoencoder
-from clusterkit.path_integral import path_integral_clustering
+from clusterkit.algorithms.path_integral import path_integral_clustering
 
 # A reduced schedule for tests; the defaults and their sources: docs/methods.md.
 FAST = {"pretrain_epochs": 2, "init_epochs": 1, "epochs": 3, "feature_maps": 16, "init": "kmeans", "kmeans_n_init": 2}
@@ -41,7 +41,7 @@ def test_predict_proba_rows_sum_to_one(fitted, digits):
 
 
 def test_checkpoint_round_trip_reproduces_predictions(fitted, digits, tmp_path):
-    save_model(fitted, tmp_path / "model.ckpt")
+    fitted.save(tmp_path / "model.ckpt")
     torch.load(tmp_path / "model.ckpt", weights_only=True)
     loaded = load_model(tmp_path / "model.ckpt")
     assert np.allclose(loaded.predict_proba(digits), fitted.predict_proba(digits), atol=1e-6)

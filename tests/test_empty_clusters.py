@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from clusterkit.data import load_images
-from clusterkit.empty_clusters import plan_splits, predicted_clusters, split_linear_head
+from clusterkit.algorithms.refill import plan_splits
+from clusterkit.nn.heads import predicted_clusters, split_linear_head
 from clusterkit.metrics import cluster_acc
 
 

@@ -18,10 +18,10 @@ from torch import nn
 from clusterkit.data import load_images
 from clusterkit.engine import Phase, Trainer, resolve_device
 from clusterkit.engine.distributed import DistEnv, shard
-from clusterkit.engine.state import STATE_NAME
+from clusterkit.outputs.run import STATE_NAME
 from clusterkit.errors import InputError
 from clusterkit.losses import prior_targets, soft_cross_entropy
-from clusterkit.methods.base import FitContext
+from clusterkit.engine.context import FitContext
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
     import torch.distributed as dist
     from clusterkit.data import load_images
     from clusterkit.engine import all_gather_with_grad
-    from clusterkit.methods.base import FitContext
+    from clusterkit.engine.context import FitContext
     from clusterkit.methods.registry import get_method_class
 
     torch.set_num_threads(1)

@@ -10,8 +10,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from clusterkit.augment import AugmentPolicy, BatchAugment, inverse_affine, shift_hue, warp
-from clusterkit.checkpoint import load_model
+from clusterkit.data.augment import AugmentPolicy, BatchAugment, inverse_affine, shift_hue, warp
+from clusterkit.methods.factory import load_model
 from clusterkit.data.loading import load_images
 from clusterkit.losses import (
     expected_agreement_loss,
@@ -21,8 +21,8 @@ from clusterkit.losses import (
     probability_bce,
 )
 from clusterkit.methods.base import ClusterMethod
+from clusterkit.engine.optim import ClippedAdam
 from clusterkit.methods.gatcluster import (
-    ClippedAdam,
     GATCluster,
     GATClusterConfig,
     GATClusterNet,
@@ -238,7 +238,7 @@ def test_same_seed_same_model(digits, fitted):
 
 def test_rgb_input_trains_on_luminance():
     rng = np.random.default_rng(0)
-    from clusterkit.data.images import ImageSet
+    from clusterkit.data.samples import ImageSet
 
     images = ImageSet(paths=[f"{i}.png" for i in range(40)], pixels=rng.integers(0, 255, (40, 3, 20, 20), dtype=np.uint8))
     model = GATCluster(k=3, seed=0, device="cpu", epochs=1, big_batch=40, batch_size=8, repeats=1, width=4,

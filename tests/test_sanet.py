@@ -12,7 +12,7 @@ from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import get_method_class
 from clusterkit.metrics import cluster_acc
-from clusterkit.sanet.blocks import (
+from clusterkit.methods.sanet.blocks import (
     BLANK,
     INK,
     MISSING,
@@ -25,8 +25,8 @@ from clusterkit.sanet.blocks import (
     robust_neighbors,
     split_blocks,
 )
-from clusterkit.sanet.network import SpectralLayer
-from clusterkit.sanet.units import sample_patches, spectral_filters
+from clusterkit.methods.sanet.layers import SpectralLayer
+from clusterkit.methods.sanet.units import sample_patches, spectral_filters
 
 # Small but real: 3 units of 8 filters, fitted once (no restarts) on 1,200 digits, in a few seconds on one core.
 FAST = {"subset_size": 600, "patches_per_unit": 3000, "units": 3, "restarts": 1}
@@ -44,7 +44,7 @@ def fitted(digits):
 
 
 def test_learns_digits_well_above_chance(fitted, digits):
-    acc = cluster_acc(digits.labels[:N_TRAIN], fitted.training_labels_)
+    acc = cluster_acc(digits.labels[:N_TRAIN], fitted.labels_)
     assert acc > 0.7, acc
 
 
@@ -52,7 +52,7 @@ def test_separates_real_rgb_photos_where_kmeans_does_not():
     """Crops of two real photographs (64 x 64 RGB): k-means on pixels gets ACC 0.74 here."""
     crops = load_builtin("photo-crops")
     model = get_method_class("sanet")(k=2, seed=0, device="cpu", **FAST).fit(crops)
-    assert cluster_acc(crops.labels, model.training_labels_) > 0.9
+    assert cluster_acc(crops.labels, model.labels_) > 0.9
 
 
 def test_restarts_are_judged_on_a_sample_and_the_winners_filters_describe_all_images(digits):
@@ -65,7 +65,7 @@ def test_restarts_are_judged_on_a_sample_and_the_winners_filters_describe_all_im
     on_sample = get_method_class("sanet")(k=10, seed=int(winner), device="cpu", **options).fit(images.subset(sample))
     assert on_sample.cut_ == pytest.approx(cuts[winner], abs=1e-6)
     assert all(torch.equal(a.filters, b.filters) for a, b in zip(model.layers_, on_sample.layers_, strict=True))
-    assert len(model.training_labels_) == 600 and len(model.train_blocks_) == 600
+    assert len(model.labels_) == 600 and len(model.train_blocks_) == 600
 
 
 def test_predict_on_held_out_images(fitted, digits):
@@ -75,14 +75,14 @@ def test_predict_on_held_out_images(fitted, digits):
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     # The held-out images follow the training clusters: map clusters to classes on the training set.
     train_labels = np.asarray(digits.labels[:N_TRAIN])
-    to_class = {c: max(set(train_labels[fitted.training_labels_ == c]), key=list(train_labels[fitted.training_labels_ == c]).count)
-                for c in np.unique(fitted.training_labels_)}
+    to_class = {c: max(set(train_labels[fitted.labels_ == c]), key=list(train_labels[fitted.labels_ == c]).count)
+                for c in np.unique(fitted.labels_)}
     predicted = np.array([to_class[c] for c in proba.argmax(axis=1)])
     assert (predicted == np.asarray(held_out.labels)).mean() > 0.7
 
 
 def test_training_images_are_assigned_to_their_own_cluster(fitted, digits):
-    assert (fitted.predict(digits.subset(range(300))) == fitted.training_labels_[:300]).all()
+    assert (fitted.predict(digits.subset(range(300))) == fitted.labels_[:300]).all()
 
 
 def test_training_images_keep_their_cluster_where_robust_distances_tie():
@@ -91,7 +91,7 @@ def test_training_images_keep_their_cluster_where_robust_distances_tie():
     images = load_builtin("digits-occluded").subset(range(600))
     options = {**FAST, "subset_size": 300, "local_blocks": True, "blank_blocks": "either", "candidates": 10**9}
     model = get_method_class("sanet")(k=10, seed=0, device="cpu", **options).fit(images)
-    assert (model.predict(images) == model.training_labels_).all()
+    assert (model.predict(images) == model.labels_).all()
 
 
 def test_save_load_round_trip_reproduces_predictions(fitted, digits, tmp_path):
@@ -123,8 +123,8 @@ def test_upscaled_digits_are_analysed_at_the_smaller_working_size(digits, tmp_pa
     model = get_method_class("sanet")(k=10, seed=0, device="cpu", **FAST).fit(upscaled)
     assert model.working_size_ == (8, 8)
     assert set(model.fit_info()["working_size_cuts"]) == {"16x16", "8x8"}
-    assert cluster_acc(images.labels, model.training_labels_) > 0.7
-    assert (model.predict(upscaled) == model.training_labels_).all()
+    assert cluster_acc(images.labels, model.labels_) > 0.7
+    assert (model.predict(upscaled) == model.labels_).all()
     model.save(tmp_path / "model.ckpt")
     loaded = ClusterMethod.load(tmp_path / "model.ckpt")
     assert loaded.working_size_ == (8, 8) and loaded.fit_info()["working_size_cuts"] == model.size_cuts_
@@ -145,7 +145,7 @@ def test_same_seed_same_clustering(digits):
     options = {"subset_size": 300, "patches_per_unit": 1500, "units": 2}
     first = get_method_class("sanet")(k=10, seed=3, device="cpu", **options).fit(images)
     second = get_method_class("sanet")(k=10, seed=3, device="cpu", **options).fit(images)
-    assert np.array_equal(first.training_labels_, second.training_labels_)
+    assert np.array_equal(first.labels_, second.labels_)
     for a, b in zip(first.layers_, second.layers_):
         assert torch.equal(a.filters, b.filters)
 
@@ -175,7 +175,7 @@ def test_spectral_filters_have_unit_response_variance():
 
 def test_positions_are_drawn_once_each_where_the_maps_hold_few(digits):
     """Two 8x8 digits hold 128 positions; 8,000 draws with replacement would repeat each ~60 times."""
-    from clusterkit.sanet.units import _draw_positions
+    from clusterkit.methods.sanet.units import _draw_positions
 
     img, ys, xs = _draw_positions((2, 8, 8), 8000, torch.Generator().manual_seed(0))
     assert len(set(zip(img.tolist(), ys.tolist(), xs.tolist()))) == len(img) == 128
@@ -193,7 +193,7 @@ def test_patches_sampled_batch_by_batch_equal_those_of_all_maps_at_once(digits):
 
 
 def test_a_forward_pass_holds_a_bounded_map_whatever_the_image_size():
-    from clusterkit.sanet.network import MAP_BUDGET, rows_per_pass
+    from clusterkit.methods.sanet.layers import MAP_BUDGET, rows_per_pass
 
     layers = [SpectralLayer(torch.zeros(32, 3, 5, 5), 2), SpectralLayer(torch.zeros(32, 64, 3, 3), 1)]
     assert rows_per_pass(layers, (3, 8, 8), 256) == 256
@@ -316,7 +316,7 @@ def test_inferred_blank_rule_judges_training_images_at_assign_as_at_fit():
     assert (model.train_blocks_.state == MISSING).any()
     again = model._with_missing(model._describe(images.pixels, torch.device("cpu"), 256), torch.device("cpu"), training=False)
     assert torch.equal(again.state, model.train_blocks_.state)
-    assert (model.predict(images) == model.training_labels_).all()
+    assert (model.predict(images) == model.labels_).all()
 
 
 def test_local_blocks_depend_on_their_own_pixels_only():
@@ -339,8 +339,8 @@ def test_blank_threshold_and_pca_sample_is_random_not_the_first_images(digits):
     # Folders are read sorted by path: the first images may all be alike. Here the first 100 are
     # faint (1/8 intensity); a threshold from the first `subset_size` images would be ~1/8 of the
     # set's, one from a seeded random sample is close to the whole set's.
-    from clusterkit.data.images import ImageSet
-    from clusterkit.sanet.blocks import blank_threshold
+    from clusterkit.data.samples import ImageSet
+    from clusterkit.methods.sanet.blocks import blank_threshold
 
     pixels = digits.pixels[:400].copy()
     pixels[:100] //= 8
@@ -352,7 +352,7 @@ def test_blank_threshold_and_pca_sample_is_random_not_the_first_images(digits):
 
 
 def test_projection_in_chunks_equals_one_pass(fitted, monkeypatch):
-    import clusterkit.sanet.blocks as blocks_module
+    import clusterkit.methods.sanet.blocks as blocks_module
 
     blocks = Blocks(fitted.train_blocks_.vectors[:300], fitted.train_blocks_.state[:300])
     one_pass = ((blocks.flat() - fitted.projection_.mean) @ fitted.projection_.axes).numpy()
@@ -392,7 +392,7 @@ def test_faiss_and_sklearn_neighbours_agree(fitted):
 @pytest.mark.parametrize("blank_blocks", ["both", "either", "inferred"])
 def test_exhaustive_search_equals_reranking_every_image(fitted, monkeypatch, blank_blocks):
     """candidates >= N takes the chunked all-pairs path; it must find what re-ranking all rows finds."""
-    import clusterkit.sanet.blocks as blocks_module
+    import clusterkit.methods.sanet.blocks as blocks_module
 
     state = fitted.train_blocks_.state[:300].clone()
     if blank_blocks == "inferred":  # some blanks judged erased, so that the rule has them to leave out

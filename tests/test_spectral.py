@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from clusterkit.data.images import ImageSet
+from clusterkit.data.samples import ImageSet
 from clusterkit.errors import InputError
-from clusterkit.neighbors import knn
-from clusterkit.spectral import (
+from clusterkit.algorithms.neighbors import knn
+from clusterkit.algorithms.spectral import (
     eigengap_k,
     knn_affinity,
     normalized_cut,
@@ -69,7 +69,7 @@ def test_assigning_the_training_photos_reproduces_the_spectral_fit():
 
     images = load_images("builtin:photo-crops")
     model = get_method("spectral", k=2, seed=0).fit(images)
-    assert (model.predict(images) == model.training_labels_).all()
+    assert (model.predict(images) == model.labels_).all()
 
 
 @pytest.mark.parametrize("method", ["spectral", "sanet"])
@@ -81,7 +81,7 @@ def test_copies_of_an_image_share_one_cluster_in_fit_and_assign(method, index, k
 
     images = load_images("builtin:digits").subset(index)
     model = get_method(method, k=k, seed=0, device="cpu").fit(images)
-    labels = model.training_labels_
+    labels = model.labels_
     assert len(labels) == len(images)
     for image in set(index):
         assert len(set(labels[np.asarray(index) == image])) == 1, labels
@@ -96,7 +96,7 @@ def test_sanet_sample_is_drawn_from_distinct_images():
     index = list(range(20)) * 10
     images = load_images("builtin:digits").subset(index)
     model = get_method("sanet", k=18, seed=0, device="cpu", subset_size=30, restarts=2).fit(images)
-    labels = model.training_labels_
+    labels = model.labels_
     assert len(set(labels.tolist())) == 18
     for image in range(20):
         assert len(set(labels[np.asarray(index) == image])) == 1
@@ -115,7 +115,7 @@ def test_sanet_skips_a_working_size_at_which_the_sample_falls_below_k_distinct_i
     images = ImageSet(paths=[f"{i}.png" for i in range(len(pixels))], pixels=pixels)
     model = get_method("sanet", k=18, seed=0, device="cpu", subset_size=30, restarts=2).fit(images)
     assert model.working_size_ == (16, 16)
-    assert len(set(model.training_labels_.tolist())) == 18
+    assert len(set(model.labels_.tolist())) == 18
 
 
 @pytest.mark.parametrize("method", ["spectral", "sanet", "kmeans", "gmm"])

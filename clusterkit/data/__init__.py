@@ -1,6 +1,6 @@
-"""Finding, decoding and labelling images."""
+"""SOURCE -> samples: finding, decoding and labelling images."""
 
-from .images import ImageSet
-from .loading import load_images
+from clusterkit.data.loading import load_images, load_like
+from clusterkit.data.samples import ImageSet, Samples
 
-__all__ = ["ImageSet", "load_images"]
+__all__ = ["ImageSet", "Samples", "load_images", "load_like"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
-from .images import ImageSet
+from clusterkit.errors import InputError
+from clusterkit.data.samples import ImageSet
 
 OCCLUSION_SEED = 0
 OCCLUSION_FRACTION = 0.25

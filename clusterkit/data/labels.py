@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..errors import InputError
+from clusterkit.errors import InputError
 
 
 def read_path_table(path: str | Path, columns: tuple[str, ...], what: str) -> dict[str, dict[str, str]]:

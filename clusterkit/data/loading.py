@@ -1,4 +1,5 @@
-"""load_images: one call from SOURCE to a preprocessed ImageSet, skipping (and reporting) bad files."""
+"""SOURCE -> samples in one call, skipping (and reporting) bad files: `load_images` for a fit,
+`load_like` for new samples that a fitted model must read as it read its training samples."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from typing import TextIO
 
 import numpy as np
 
-from .. import console
-from ..errors import InputError
-from .builtin import load_builtin
-from .decode import auto_size, decode_many, is_grayscale, open_image, to_array
-from .images import ImageSet
-from .sources import BUILTIN_PREFIX, ImageFile, is_builtin, list_source
+from clusterkit import console
+from clusterkit.errors import InputError
+from clusterkit.data.builtin import load_builtin
+from clusterkit.data.decode import auto_size, decode_many, is_grayscale, open_image, to_array
+from clusterkit.data.samples import ImageSet, SampleKind, Samples
+from clusterkit.data.sources import BUILTIN_PREFIX, ImageFile, is_builtin, list_source
 
 
 def load_images(
@@ -19,7 +20,7 @@ def load_images(
     image_size: int | tuple[int, int] | None = None,
     channels: int | None = None,
     max_image_size: int = 64,
-    null: bool = False,
+    nul_separated: bool = False,
     stdin: TextIO | None = None,
 ) -> ImageSet:
     """Decode every image of `source` to one size and channel count.
@@ -33,7 +34,7 @@ def load_images(
         if image_size is None and channels is None:
             return images
         return resample(images, image_size, channels)
-    files = list_source(source, null=null, stdin=stdin)
+    files = list_source(source, nul_separated=nul_separated, stdin=stdin)
     size, channels = _resolve_shape(files, image_size, channels, max_image_size)
     with console.progress("decoding", total=len(files)) as bar:
         decoded = decode_many([f.path for f in files], size, channels, on_done=bar.advance)
@@ -51,6 +52,17 @@ def load_images(
     if not arrays:
         raise InputError(f"none of the {len(files)} files in {source} could be read as an image")
     return ImageSet(paths=paths, pixels=np.stack(arrays), skipped=skipped)
+
+
+def load_like(
+    source: str, kind: SampleKind, shape: tuple[int, ...], nul_separated: bool = False, stdin: TextIO | None = None
+) -> Samples:
+    """The samples of `source` as a model fitted on `kind` samples of one `shape` takes them."""
+    if kind == "pixels":
+        channels, height, width = shape
+        return load_images(source, image_size=(height, width), channels=channels, nul_separated=nul_separated,
+                           stdin=stdin)
+    raise InputError(f"this clusterkit cannot load {kind!r} samples")
 
 
 def _reason(exc: Exception) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import InputError
+from clusterkit.errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 BUILTIN_PREFIX = "builtin:"
@@ -48,11 +48,11 @@ def list_folder(folder: Path) -> list[ImageFile]:
     return [ImageFile(name, folder / name) for name in sorted(names)]
 
 
-def read_list(stream: TextIO, null: bool, base: Path) -> list[ImageFile]:
+def read_list(stream: TextIO, nul_separated: bool, base: Path) -> list[ImageFile]:
     """Paths one per line (or NUL-separated), taken exactly (a name may begin or end with spaces);
     blank lines are skipped; relative paths resolve against `base`."""
     text = stream.read()
-    entries = text.split("\0") if null else text.splitlines()
+    entries = text.split("\0") if nul_separated else text.splitlines()
     files = []
     for entry in entries:
         if not entry.strip():
@@ -62,10 +62,10 @@ def read_list(stream: TextIO, null: bool, base: Path) -> list[ImageFile]:
     return files
 
 
-def list_source(source: str, null: bool = False, stdin: TextIO | None = None) -> list[ImageFile]:
+def list_source(source: str, nul_separated: bool = False, stdin: TextIO | None = None) -> list[ImageFile]:
     """Files named by a folder, list file or stdin; raises InputError when there are none."""
     if source == "-":
-        files = read_list(stdin or sys.stdin, null, Path.cwd())
+        files = read_list(stdin or sys.stdin, nul_separated, Path.cwd())
         where = "standard input"
     else:
         path = Path(source)
@@ -76,7 +76,7 @@ def list_source(source: str, null: bool = False, stdin: TextIO | None = None) ->
             where = f"folder {source}"
         elif path.suffix.lower() == ".txt":
             with path.open(encoding="utf-8", errors="surrogateescape") as fh:  # names as the filesystem has them
-                files = read_list(fh, null, Path.cwd())
+                files = read_list(fh, nul_separated, Path.cwd())
             where = f"list {source}"
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             files = [ImageFile(path.name, path)]

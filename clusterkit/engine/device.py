@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from ..errors import InputError
+from clusterkit.errors import InputError
 
 _CUDA = re.compile(r"cuda(?::(\d+))?")
 

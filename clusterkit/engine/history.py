@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write_text
+from clusterkit.outputs.run import HISTORY_NAME
+from clusterkit.io import atomic_write_text
 
-HISTORY_NAME = "history.jsonl"
 
 
 class History:
@@ -37,6 +37,6 @@ class History:
 
 def label_scores(y_true: Sequence[Any], y_pred: np.ndarray) -> dict[str, float]:
     """ACC/NMI/ARI for the history; labels only ever inform the log, never training."""
-    from ..metrics import ari, cluster_acc, nmi
+    from clusterkit.metrics import ari, cluster_acc, nmi
 
     return {"acc": cluster_acc(y_true, y_pred), "nmi": nmi(y_true, y_pred), "ari": ari(y_true, y_pred)}

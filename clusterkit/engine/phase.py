@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from clusterkit.engine.batches import Batch, DeviceData
+from clusterkit.engine.distributed import DistEnv
 
 LossFn = Callable[[nn.Module, Any], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class EpochContext:
-    """Passed to `Phase.batches`: where training stands and this epoch's shuffle seed."""
+    """Passed to `Phase.batches` and `Phase.on_epoch_end`: where training stands, this epoch's
+    shuffle seed, and the epoch's batches over any rows (a method needs no handle on the Trainer)."""
 
-    trainer: "Trainer"
     phase: str
     epoch: int
     seed: int
+    data: DeviceData
+    env: DistEnv
+
+    def shuffled(self, batch_size: int, rows: torch.Tensor | None = None) -> Iterator[Batch]:
+        """This epoch's seeded shuffle of `rows` (default: every sample), this rank's shard."""
+        return self.data.shuffled(batch_size, self.seed, self.env, rows)
 
 
 @dataclass

@@ -13,10 +13,9 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
-from ..io import atomic_torch_save
+from clusterkit.errors import InputError
+from clusterkit.io import atomic_torch_save
 
-STATE_NAME = "train_state.ckpt"
 FORMAT = "clusterkit-train-state"
 FORMAT_VERSION = 1
 

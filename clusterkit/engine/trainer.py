@@ -19,18 +19,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .. import console
-from ..data.images import ImageSet
-from ..errors import InputError
-from ..methods.base import FitContext
-from .data import ImageCache
-from .device import resolve_device
-from .distributed import env_from_os, init_process_group, is_active, unshard
-from .history import History, label_scores
-from .phase import EpochContext, Phase
-from .precision import Precision
-from .seeding import capture_rng, derived_seed, restore_rng, seed_everything
-from .state import STATE_NAME, load_train_state, save_train_state
+from clusterkit import console
+from clusterkit.errors import InputError
+from clusterkit.data.samples import Samples
+from clusterkit.engine.batches import DeviceData
+from clusterkit.engine.context import FitContext
+from clusterkit.engine.device import resolve_device
+from clusterkit.engine.distributed import env_from_os, init_process_group, is_active, unshard
+from clusterkit.engine.history import History, label_scores
+from clusterkit.engine.phase import EpochContext, Phase
+from clusterkit.engine.precision import Precision
+from clusterkit.engine.seeding import capture_rng, derived_seed, restore_rng, seed_everything
+from clusterkit.engine.state import load_train_state, save_train_state
+from clusterkit.outputs.run import STATE_NAME
 
 # Progress text is refreshed at most this often (reading loss values syncs the GPU).
 _REFRESH_S = 0.5
@@ -51,7 +52,7 @@ class Trainer:
 
     def __init__(
         self,
-        images: ImageSet,
+        samples: Samples,
         *,
         seed: int,
         device: str = "auto",
@@ -71,11 +72,11 @@ class Trainer:
         if self.resume and self.run_dir is None and self.env.is_main:
             raise ValueError("resuming needs a run folder")
         # A resume must continue on the same images: row-indexed state (targets, clusters) depends on it.
-        digest = hashlib.blake2b(np.ascontiguousarray(images.pixels).data, digest_size=16).hexdigest()
-        self.fingerprint = {**(fingerprint or {}), "n_images": len(images), "image_digest": digest}
+        digest = hashlib.blake2b(np.ascontiguousarray(samples.array).data, digest_size=16).hexdigest()
+        self.fingerprint = {**(fingerprint or {}), "n_images": len(samples), "image_digest": digest}
         self.extra_state = extra_state
-        self.data = ImageCache(images.pixels, self.device)
-        self.labels = images.labels
+        self.data = DeviceData(samples.array, self.device)
+        self.labels = samples.labels
         self.precision = Precision(self.device, mixed_precision)
         self.history = History(self.run_dir, self.env.is_main)
 
@@ -131,7 +132,7 @@ class Trainer:
         start = time.perf_counter()
         with self._progress(phase, first_epoch) as bar:
             for epoch in range(first_epoch, phase.epochs):
-                ctx = EpochContext(self, phase.name, epoch, derived_seed(self.seed, index, epoch))
+                ctx = EpochContext(phase.name, epoch, derived_seed(self.seed, index, epoch), self.data, self.env)
                 terms, images_per_s = self._train_epoch(ctx, phase, wrapped, optimizer, bar)
                 converged = bool(phase.on_epoch_end(ctx)) if phase.on_epoch_end is not None else False
                 if scheduler is not None:
@@ -150,7 +151,7 @@ class Trainer:
     def _train_epoch(
         self, ctx: EpochContext, phase: Phase, module: nn.Module, optimizer: torch.optim.Optimizer, bar: console.ProgressTask
     ) -> tuple[dict[str, float], float]:
-        batches = phase.batches(ctx) if phase.batches is not None else self.data.shuffled(phase.batch_size, ctx.seed, self.env)
+        batches = phase.batches(ctx) if phase.batches is not None else ctx.shuffled(phase.batch_size)
         sums: dict[str, torch.Tensor] = {}
         steps = images = 0
         start = last_refresh = time.perf_counter()

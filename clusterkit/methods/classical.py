@@ -13,14 +13,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .. import console
-from ..config import MethodConfig
-from ..data.images import ImageSet
-from ..errors import InputError
-from ..neighbors import knn_query
-from ..spectral import check_distinct, distinct_rows, knn_affinity, neighbor_vote, spectral_partition
-from .base import ClusterMethod, FitContext
-from .registry import register
+from clusterkit import console
+from clusterkit.config import MethodConfig
+from clusterkit.data.samples import ImageSet
+from clusterkit.errors import InputError
+from clusterkit.algorithms.neighbors import knn_query
+from clusterkit.algorithms.spectral import check_distinct, distinct_rows, knn_affinity, neighbor_vote, spectral_partition
+from clusterkit.engine.context import FitContext
+from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.registry import register
 
 AUTO_K_SAMPLE = 3000  # images used to score each candidate k: keeps `--k auto` fast on large sets
 
@@ -220,8 +221,7 @@ class SpectralMethod(_ClassicalMethod):
         self.train_features_ = x.astype(np.float32)
         self.train_labels_ = labels[copy_of]
 
-    @property
-    def training_labels_(self) -> np.ndarray:
+    def _fitted_labels(self) -> np.ndarray:
         return self.train_labels_
 
     def _proba_features(self, x: np.ndarray) -> np.ndarray:

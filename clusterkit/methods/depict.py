@@ -23,19 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import console
-from ..config import MethodConfig
-from ..data.images import ImageSet
-from ..empty_clusters import plan_splits, predicted_clusters, split_linear_head
-from ..engine import Batch, EpochContext, Phase, Trainer, resolve_device
-from ..engine.data import float_batches
-from ..errors import InputError
-from ..losses import frequency_prior_objective, layerwise_reconstruction, prior_targets, soft_cross_entropy
-from ..nn.autoencoder import ConvAutoencoder
-from ..path_integral import PathIntegralClustering
-from ..spectral import knn_affinity, partition, spectral_embedding
-from .base import ClusterMethod, FitContext
-from .registry import register
+from clusterkit import console
+from clusterkit.config import MethodConfig
+from clusterkit.data.samples import ImageSet
+from clusterkit.algorithms.refill import plan_splits
+from clusterkit.engine import Batch, EpochContext, FitContext, Phase, Trainer, resolve_device
+from clusterkit.engine.predict import predict_batches
+from clusterkit.errors import InputError
+from clusterkit.losses import frequency_prior_objective, layerwise_reconstruction, prior_targets, soft_cross_entropy
+from clusterkit.nn.autoencoder import ConvAutoencoder
+from clusterkit.nn.heads import predicted_clusters, split_linear_head
+from clusterkit.algorithms.path_integral import PathIntegralClustering
+from clusterkit.algorithms.spectral import knn_affinity, partition, spectral_embedding
+from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.registry import register
 
 # Target forms: (power, frequency exponent) of q ∝ p^power / f^exponent.
 _TARGETS = {"squared": (2.0, 1.0), "sqrt": (1.0, 0.5)}
@@ -163,7 +164,7 @@ def _scaled(x: torch.Tensor) -> torch.Tensor:
 class Depict(ClusterMethod):
     name = "depict"
     description = "DEPICT: conv autoencoder + softmax head trained on frequency-normalized targets (ICCV 2017)"
-    trainable = True
+    uses_engine = True
     Config = DepictConfig
     config: DepictConfig
 
@@ -205,7 +206,7 @@ class Depict(ClusterMethod):
         return order[n_holdout:].sort().values, order[:n_holdout].sort().values
 
     def _pretrain_batches(self, ctx: EpochContext) -> Iterator[Batch]:
-        return ctx.trainer.data.shuffled(self.config.batch_size, ctx.seed, ctx.trainer.env, self._train_rows)
+        return ctx.shuffled(self.config.batch_size, self._train_rows)
 
     @torch.no_grad()
     def _holdout_error(self) -> float:
@@ -236,7 +237,7 @@ class Depict(ClusterMethod):
         return stop
 
     def _build(self) -> DepictNet:
-        channels, h, w = self.image_shape_
+        channels, h, w = self.input_shape_
         try:
             return DepictNet(channels, (h, w), int(self.k_), self.config)
         except ValueError as exc:
@@ -390,18 +391,13 @@ class Depict(ClusterMethod):
 
     # --- inference & persistence ------------------------------------------------------------------
     def _predict_proba(self, images: ImageSet) -> np.ndarray:
-        device = getattr(self, "device_", None) or resolve_device(self.device)
-        net = self.net_.to(device)
-        out = []
-        with torch.no_grad():
-            for x in float_batches(images.pixels, self.predict_batch_size, device):
-                out.append(net.clean_probs(_scaled(x)).double().cpu())
-        probs = torch.cat(out).numpy()
+        probs = predict_batches(self.net_, lambda x: self.net_.clean_probs(_scaled(x)), images.pixels,
+                                self.predict_batch_size, resolve_device(self.device))
         return probs / probs.sum(axis=1, keepdims=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
+        return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net_ = self._build()
-        self.net_.load_state_dict(state["weights"])
+        self.net_.load_state_dict(state["net"])

@@ -16,26 +16,28 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from ..augment import AugmentPolicy, BatchAugment
-from ..config import MethodConfig
-from ..data.images import ImageSet
-from ..engine import EpochContext, Phase, Trainer, all_gather_with_grad, resolve_device
-from ..engine.data import float_batches
-from ..engine.distributed import shard
-from ..engine.seeding import derived_seed
-from ..errors import InputError
-from ..losses import (
+from clusterkit.data.augment import AugmentPolicy, BatchAugment
+from clusterkit.config import MethodConfig
+from clusterkit.data.samples import ImageSet
+from clusterkit.engine import EpochContext, FitContext, Phase, Trainer, all_gather_with_grad, resolve_device
+from clusterkit.engine.distributed import shard
+from clusterkit.engine.optim import ClippedAdam
+from clusterkit.engine.predict import predict_batches
+from clusterkit.engine.seeding import derived_seed
+from clusterkit.errors import InputError
+from clusterkit.losses import (
     expected_agreement_loss,
     mean_prediction_entropy,
     pairwise_relation_loss,
     prior_targets,
     probability_bce,
 )
-from ..nn.attention import GaussianAttention
-from ..nn.batchnorm import recompute_batchnorm
-from ..nn.vgg import VGGBackbone
-from .base import ClusterMethod, FitContext
-from .registry import register
+from clusterkit.nn.attention import GaussianAttention
+from clusterkit.nn.batchnorm import recompute_batchnorm
+from clusterkit.nn.heads import label_head
+from clusterkit.nn.vgg import VGGBackbone
+from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.registry import register
 
 
 @dataclass
@@ -112,11 +114,6 @@ def to_network_input(x: torch.Tensor, grayscale: bool) -> torch.Tensor:
     return TF.rgb_to_grayscale(x) if grayscale and x.shape[1] == 3 else x
 
 
-def label_head(in_features: int, k: int) -> nn.Sequential:
-    """The official MLP [features, k, k] ending in a softmax: the Label Feature Theorem's one-hot layer."""
-    return nn.Sequential(nn.Linear(in_features, k), nn.ReLU(inplace=True), nn.Linear(k, k), nn.Softmax(dim=1))
-
-
 class GATClusterNet(nn.Module):
     """Images -> (p_ori, p_att): label distributions of the global branch (average-pooled map) and of
     the Gaussian-attention branch. Clusters are the argmax of p_ori."""
@@ -164,23 +161,6 @@ class SubBatch:
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
-
-
-class ClippedAdam(torch.optim.Adam):
-    """Adam that first clips every gradient element to [-clip, clip], as the official training loop
-    does (`clip_grad_value_(model.parameters(), 10)` before each step). Under fp16 loss scaling the
-    scaler unscales the gradients before calling `step`, so the clip sees true gradient values."""
-
-    def __init__(self, params, lr: float, clip: float) -> None:
-        super().__init__(params, lr=lr)
-        self.clip = clip
-
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        if self.clip > 0:
-            for group in self.param_groups:
-                torch.nn.utils.clip_grad_value_(group["params"], self.clip)
-        return super().step(closure)
 
 
 def big_batch_indices(n: int, big_batch: int, epoch: int, seed: int) -> torch.Tensor:
@@ -293,14 +273,14 @@ class TwoStepSchedule:
 class GATCluster(ClusterMethod):
     name = "gatcluster"
     description = "GATCluster (ECCV 2020): Gaussian-attention convnet with a softmax label layer, four self-learning tasks"
-    trainable = True
+    uses_engine = True
     Config = GATClusterConfig
 
     def _input_channels(self) -> int:
-        return 1 if self.config.grayscale else self.image_shape_[0]
+        return 1 if self.config.grayscale else self.input_shape_[0]
 
     def _build(self) -> GATClusterNet:
-        return GATClusterNet(self._input_channels(), tuple(self.image_shape_[1:]), int(self.k_), self.config)
+        return GATClusterNet(self._input_channels(), tuple(self.input_shape_[1:]), int(self.k_), self.config)
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
@@ -330,13 +310,11 @@ class GATCluster(ClusterMethod):
     @torch.no_grad()
     def _predict_proba(self, images: ImageSet) -> np.ndarray:
         """p_ori, the global branch's label distribution (no k-means afterwards)."""
-        device = resolve_device(self.device)
-        net = self.net_.to(device).eval()
-        out = []
-        for x in float_batches(images.pixels, self.predict_batch_size, device):
-            out.append(net(to_network_input(x, self.config.grayscale), attention=False)[0].float().cpu())
-        self.net_.cpu()
-        return torch.cat(out).numpy().astype(np.float64)
+        def global_branch(x: torch.Tensor) -> torch.Tensor:
+            return self.net_(to_network_input(x, self.config.grayscale), attention=False)[0].float()
+
+        return predict_batches(self.net_, global_branch, images.pixels, self.predict_batch_size,
+                               resolve_device(self.device))
 
     def state_dict(self) -> dict[str, Any]:
         return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}

@@ -1,40 +1,45 @@
-"""Name -> method class, filled by the `@register` decorator (as timm registers models)."""
+"""The method registry: `--method NAME` and `clusterkit methods` read it, `@register` fills it.
+
+Adding a method is one module (or package) and one line here; a test checks that every module under
+`methods/` that registers a method is listed, and that each name lives where the map says.
+"""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
+from clusterkit.registry import Registry
 
 if TYPE_CHECKING:
-    from .base import ClusterMethod
+    from clusterkit.methods.base import ClusterMethod
 
-_REGISTRY: dict[str, type["ClusterMethod"]] = {}
+METHOD_MODULES = {
+    "kmeans": "clusterkit.methods.classical",
+    "spectral": "clusterkit.methods.classical",
+    "gmm": "clusterkit.methods.classical",
+    "depict": "clusterkit.methods.depict",
+    "gatcluster": "clusterkit.methods.gatcluster",
+    "sanet": "clusterkit.methods.sanet",
+}
 
-# Modules that register methods on import; listed once so `methods` and `--method` see them all.
-_METHOD_MODULES = ("classical", "depict", "sanet", "gatcluster")
+METHODS: Registry[type["ClusterMethod"]] = Registry("method", METHOD_MODULES)
 
 
 def register(cls: type["ClusterMethod"]) -> type["ClusterMethod"]:
-    if cls.name in _REGISTRY:
-        raise ValueError(f"method {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_all() -> None:
-    for module in _METHOD_MODULES:
-        importlib.import_module(f"{__package__}.{module}")
+    """Class decorator: the method under its `name`."""
+    return METHODS.register(cls.name)(cls)
 
 
 def available_methods() -> dict[str, type["ClusterMethod"]]:
-    _load_all()
-    return dict(sorted(_REGISTRY.items()))
+    """Every method by name (imports every method module)."""
+    return METHODS.all()
 
 
 def get_method_class(name: str) -> type["ClusterMethod"]:
-    methods = available_methods()
-    if name not in methods:
-        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(methods)}")
-    return methods[name]
+    """One method's class, importing only its module."""
+    return METHODS.get(name)
+
+
+def list_methods() -> list[str]:
+    """Every method's name, without importing any method module."""
+    return METHODS.names()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .vgg import conv_bn_relu
+from clusterkit.nn.vgg import conv_bn_relu
 
 _EPS = 1e-5
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import InputError
+from clusterkit.errors import InputError
 
 Backend = Literal["auto", "sklearn", "faiss"]
 

@@ -1,8 +1,8 @@
 """SA-Net: deep spectral analysis network (Wang & Jiang, arXiv 2009.07026), closed-form variant.
 
 Layers of parallel spectral-analysis units learn convolution filters by spectral regression on patch
-graphs (clusterkit.sanet.units); images are compared block by block with a trimmed distance that
-occlusion spoils little (clusterkit.sanet.blocks); the final partition is spectral clustering of the
+graphs (clusterkit.methods.sanet.units); images are compared block by block with a trimmed distance that
+occlusion spoils little (clusterkit.methods.sanet.blocks); the final partition is spectral clustering of the
 sparse kNN graph of that distance. New images go through the same filters and take a weighted vote
 of their robust-nearest training images. docs/methods.md gives the equations and every default's reason.
 """
@@ -15,14 +15,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .. import console
-from ..config import MethodConfig
-from ..data.images import ImageSet
-from ..data.loading import resample
-from ..engine.data import float_batches
-from ..engine.device import resolve_device
-from ..errors import InputError
-from ..sanet.blocks import (
+from clusterkit import console
+from clusterkit.config import MethodConfig
+from clusterkit.data.samples import ImageSet
+from clusterkit.data.loading import resample
+from clusterkit.engine.context import FitContext
+from clusterkit.engine.predict import float_batches
+from clusterkit.engine.device import resolve_device
+from clusterkit.errors import InputError
+from clusterkit.methods.sanet.blocks import (
     CELL,
     BlankRule,
     Blocks,
@@ -34,9 +35,9 @@ from ..sanet.blocks import (
     searched_candidates,
     split_blocks,
 )
-from ..sanet.network import SpectralLayer, forward, iter_maps, rows_per_pass
-from ..sanet.units import sample_patches, spectral_filters
-from ..spectral import (
+from clusterkit.methods.sanet.layers import SpectralLayer, forward, iter_maps, rows_per_pass
+from clusterkit.methods.sanet.units import sample_patches, spectral_filters
+from clusterkit.algorithms.spectral import (
     affinity_from_neighbors,
     check_distinct,
     distinct_rows,
@@ -46,8 +47,8 @@ from ..spectral import (
     relaxed_cut,
     spectral_partition,
 )
-from .base import ClusterMethod, FitContext
-from .registry import register
+from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.registry import register
 
 
 @dataclass
@@ -147,7 +148,6 @@ def scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
 class SANet(ClusterMethod):
     name = "sanet"
     description = "SA-Net: spectral-analysis units in layers, occlusion-robust block similarity, spectral clustering refined on its normalized cut"
-    trainable = True
     supports_auto_k = True
     Config = SANetConfig
     config: SANetConfig
@@ -388,8 +388,7 @@ class SANet(ClusterMethod):
         return Blocks(vectors, state)
 
     # --- prediction -----------------------------------------------------------------------
-    @property
-    def training_labels_(self) -> np.ndarray:
+    def _fitted_labels(self) -> np.ndarray:
         """Every training image's cluster: exact copies share their distinct image's node."""
         return self.train_labels_.numpy()[self.copy_of_.numpy()]
 
@@ -448,7 +447,7 @@ class SANet(ClusterMethod):
         self.graph_nnz_ = int(state["graph_nnz"])
         self.graph_components_ = int(state.get("graph_components", 0)) or None
         self.blank_norm_ = float(state["blank_norm"])
-        self.working_size_ = tuple(state.get("working_size", self.image_shape_[1:]))  # older models: input size
+        self.working_size_ = tuple(state.get("working_size", self.input_shape_[1:]))  # older models: input size
         self.size_cuts_ = dict(state.get("working_size_cuts", {}))
         self.restart_cuts_ = dict(state.get("restart_cuts", {}))
         self.cut_ = float(state.get("cut", float("nan")))  # older models: not recorded

@@ -10,8 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 
-from .errors import InputError
-from .neighbors import Backend, knn
+from clusterkit.errors import InputError
+from clusterkit.algorithms.neighbors import Backend, knn
 
 
 def knn_affinity(

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..neighbors import Backend
-from ..spectral import knn_affinity, spectral_embedding
+from clusterkit.algorithms.neighbors import Backend
+from clusterkit.algorithms.spectral import knn_affinity, spectral_embedding
 
 FLAT_ENERGY = 0.01  # patches below this fraction of the mean patch energy carry no structure
 

@@ -19,7 +19,7 @@ def evaluate(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Score only the paths in both files."),
 ) -> None:
     """Print ACC (Hungarian), NMI, ARI and purity of ASSIGNMENTS against LABELS."""
-    from clusterkit.evaluation import evaluate_files
+    from clusterkit.workflows.evaluate import evaluate_files
 
     result = evaluate_files(assignments, labels, allow_missing=allow_missing)
     if as_json:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..io import atomic_write_text
-from .builtin import load_builtin
+from clusterkit.io import atomic_write_text
+from clusterkit.data.builtin import load_builtin
 
 
 def export_builtin(name: str, folder: str | Path, scale: int = 1, rgb: bool = False) -> int:

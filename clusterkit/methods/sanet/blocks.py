@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..neighbors import Backend, knn_query
+from clusterkit.algorithms.neighbors import Backend, knn_query
 
 CELL = 2  # each block keeps up to 2 x 2 positions of the map: a little layout inside the block
 BLANK_FRACTION = 0.1  # an input block under 10% of the mean input-block norm counts as blank

@@ -10,10 +10,12 @@ from typing import IO, Literal
 import numpy as np
 
 Format = Literal["csv", "json", "jsonl"]
+FORMATS: tuple[str, ...] = ("csv", "json", "jsonl")
 
 
 def hard_assignments(proba: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster and confidence per row; `labels` overrides argmax where the method fixed them at fit."""
+    """Cluster and confidence per row; `labels` (a fitted model's `labels_`) replace the argmax for
+    the training samples, where a method fixed them at fit."""
     clusters = proba.argmax(axis=1) if labels is None else np.asarray(labels)
     return clusters, proba[np.arange(len(proba)), clusters]
 
@@ -55,6 +57,6 @@ def write_assignments(
 
 
 def read_assignments(path: str) -> dict[str, str]:
-    from .data.labels import read_path_table
+    from clusterkit.data.labels import read_path_table
 
     return {key: row["cluster"].strip() for key, row in read_path_table(path, ("path", "cluster"), "assignments").items()}

@@ -1,20 +1,53 @@
-"""The in-memory image set every method consumes."""
+"""The in-memory sample sets methods consume, and the protocol they share.
+
+A method declares the kind of sample it takes (`ClusterMethod.input_kind`); the data layer hands
+it a set of that kind. Every kind holds its samples as one uint8 array (`array`, N x sample_shape)
+beside their paths and optional ground truth, so the engine, checkpoints and outputs need no
+knowledge of what a sample is. Pixels are the one kind today; features and volumes come next.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Protocol
 
 import numpy as np
 
+SampleKind = Literal["pixels"]
 
-@dataclass
+
+class Samples(Protocol):
+    """What the engine, the checkpoint and the outputs read of any sample set."""
+
+    kind: ClassVar[SampleKind]
+    paths: list[str]
+    labels: list[str] | None
+    skipped: list[tuple[str, str]]
+
+    def __len__(self) -> int: ...
+
+    @property
+    def array(self) -> np.ndarray:
+        """The samples as one uint8 array, (N, *sample_shape)."""
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape: what a fitted model requires of new samples."""
+
+    def subset(self, index: np.ndarray | list[int]) -> "Samples": ...
+
+
+@dataclass(frozen=True)
 class ImageSet:
     """Decoded images of one source, all at one size and channel count.
 
     `pixels` is uint8 (N, C, H, W): four times smaller than float32, so 50k RGB images at 64 px
     still fit in memory; `as_float()` gives the [0, 1] float view methods compute on.
     `labels` holds ground truth where the source knows it (builtin sets, or `--labels`).
+    Frozen: a changed set is a new one (`dataclasses.replace`), so no caller edits another's images.
     """
+
+    kind: ClassVar[SampleKind] = "pixels"
 
     paths: list[str]
     pixels: np.ndarray
@@ -31,6 +64,14 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def array(self) -> np.ndarray:
+        return self.pixels
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.channels, *self.size)
 
     @property
     def channels(self) -> int:

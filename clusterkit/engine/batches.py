@@ -1,4 +1,4 @@
-"""Batches from an in-memory image cache: the decoded uint8 set lives on the GPU when it fits,
+"""Batches from the samples held on the device: the decoded uint8 set lives on the GPU when it fits,
 else in pinned host memory, so an epoch is index arithmetic and no per-item Python.
 
 A DataLoader with workers would only add process start-up and pickling here: decoding already
@@ -14,17 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .distributed import DistEnv, shard
+from clusterkit.engine.distributed import DistEnv, shard
 
 # Keep the cache on the GPU only while it takes at most this share of the free memory.
 _GPU_CACHE_SHARE = 0.25
-
-
-def float_batches(pixels: np.ndarray, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """uint8 (N, C, H, W) -> float [0, 1] batches on `device`, in order, for inference: the full float
-    set never sits in memory."""
-    for start in range(0, len(pixels), batch_size):
-        yield torch.from_numpy(pixels[start : start + batch_size]).to(device).float().div_(255.0)
 
 
 @dataclass
@@ -38,7 +31,9 @@ class Batch:
         return int(self.index.shape[0])
 
 
-class ImageCache:
+class DeviceData:
+    """The uint8 samples of a fit, on the training device where they fit (else pinned host memory)."""
+
     def __init__(self, pixels: np.ndarray, device: torch.device) -> None:
         self.device = device
         cache = torch.from_numpy(np.ascontiguousarray(pixels))

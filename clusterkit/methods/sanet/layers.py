@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.data import float_batches
+from clusterkit.engine.predict import float_batches
 
 
 @dataclass

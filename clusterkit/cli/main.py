@@ -13,7 +13,7 @@ import typer
 
 from clusterkit.errors import ClusterkitError
 
-from . import assign, datasets, evaluate, fit, methods
+from clusterkit.cli import assign, datasets, evaluate, fit, methods
 
 app = typer.Typer(
     name="clusterkit",
@@ -27,7 +27,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from clusterkit.runinfo import version_report
+        from clusterkit.cli.version import version_report
 
         typer.echo(version_report())
         raise typer.Exit()

@@ -7,7 +7,7 @@ import importlib.metadata
 import importlib.util
 from pathlib import Path
 
-from ._version import __version__
+from clusterkit._version import __version__
 
 
 def package_version(name: str) -> str:

@@ -20,12 +20,12 @@ def list_methods(as_json: bool = typer.Option(False, "--json", help="Print a JSO
     rows = []
     for name, cls in available_methods().items():
         defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
-        rows.append({"name": name, "description": cls.description, "trainable": cls.trainable,
+        rows.append({"name": name, "description": cls.description, "uses_engine": cls.uses_engine,
                      "auto_k": cls.supports_auto_k, "defaults": defaults})
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
     for row in rows:
-        flags = ", ".join(f for f, on in (("trains", row["trainable"]), ("--k auto", row["auto_k"])) if on)
+        flags = ", ".join(f for f, on in (("trains in epochs", row["uses_engine"]), ("--k auto", row["auto_k"])) if on)
         typer.echo(f"{row['name']:<12} {row['description']}" + (f" [{flags}]" if flags else ""))
         typer.echo(" " * 13 + " ".join(f"{k}={v}" for k, v in row["defaults"].items()))

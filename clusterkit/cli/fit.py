@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from . import options
+from clusterkit.cli import options
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +33,7 @@ def fit(
 ) -> None:
     """Fit a clustering method; prints the run folder as the last line of stdout."""
     from clusterkit import console
-    from clusterkit.fitting import FitRequest, run_fit
+    from clusterkit.workflows.fit import FitRequest, run_fit
 
     console.set_quiet(quiet)
     request = FitRequest(
@@ -50,7 +50,7 @@ def fit(
         labels=labels,
         resume=resume,
         force=force,
-        null=null,
+        nul_separated=null,
     )
     result = run_fit(request)
     _print_summary(result.metrics)

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .neighbors import knn
+from clusterkit.algorithms.neighbors import knn
 
 _TOL = 1e-13
 

@@ -27,7 +27,7 @@ def export(
 ) -> None:
     """Write a built-in data set as PNG files plus labels.csv; prints the folder."""
     from clusterkit.data.builtin import BUILTINS
-    from clusterkit.data.export import export_builtin
+    from clusterkit.data.builtin_export import export_builtin
     from clusterkit.errors import InputError
 
     if name not in BUILTINS:

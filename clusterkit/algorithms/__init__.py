@@ -1,0 +1,1 @@
+"""Non-learned algorithms on arrays: nearest neighbours, spectral clustering, AC-PIC, refills."""

@@ -1,0 +1,1 @@
+"""A fitted model -> files: the run folder, the checkpoint format, assignment tables."""

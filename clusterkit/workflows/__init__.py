@@ -1,0 +1,1 @@
+"""The verbs (fit, assign, evaluate): functions the CLI calls, usable from Python."""

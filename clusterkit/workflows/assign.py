@@ -1,0 +1,53 @@
+"""`assign` as a library verb: a saved model's clusters for the samples of a SOURCE."""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clusterkit.data import load_like
+from clusterkit.errors import InputError
+from clusterkit.io import atomic_write_text
+from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.factory import load_model
+from clusterkit.outputs.assignments import FORMATS, Format, write_assignments
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The soft assignment of each sample of a source, rows in input order."""
+
+    paths: list[str]
+    proba: np.ndarray
+    skipped: list[tuple[str, str]]
+
+    @property
+    def clusters(self) -> np.ndarray:
+        return self.proba.argmax(axis=1)
+
+
+def assign(source: str, model: str | Path | ClusterMethod, device: str = "auto", batch_size: int | None = None,
+           nul_separated: bool = False) -> Assignment:
+    """Load `source` as the model was trained (sample kind, size, channels) and predict it;
+    `model` is a fitted method, a run folder or a model.ckpt."""
+    fitted = model if isinstance(model, ClusterMethod) else load_model(model, device=device, batch_size=batch_size)
+    samples = load_like(source, fitted.input_kind, fitted.input_shape_, nul_separated=nul_separated)
+    return Assignment(samples.paths, fitted.predict_proba(samples), samples.skipped)
+
+
+def write_assignment(result: Assignment, output: str = "-", fmt: Format = "csv", probs: bool = False) -> None:
+    """The table to stdout (`output="-"`) or atomically to a file."""
+    if fmt not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if output == "-":
+        if hasattr(sys.stdout, "reconfigure"):  # file names that are not UTF-8 go out as their own bytes
+            sys.stdout.reconfigure(errors="surrogateescape")
+        write_assignments(sys.stdout, result.paths, result.proba, fmt=fmt, probs=probs)
+        return
+    buffer = io.StringIO()
+    write_assignments(buffer, result.paths, result.proba, fmt=fmt, probs=probs)
+    atomic_write_text(output, buffer.getvalue())
