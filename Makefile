@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test benchmark clean
+.PHONY: install demo test format benchmark clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,17 @@ demo: install
 	@for m in kmeans spectral sanet; do echo "== $$m"; $(BIN)/clusterkit evaluate runs/demo-$$m/assignments.csv --labels data/digits/labels.csv; done
 	@echo "== sanet, the images assigned again with the saved model"; $(BIN)/clusterkit evaluate runs/demo-sanet/assign.csv --labels data/digits/labels.csv
 
+# Lint, format and the import layers (docs/design.md) are checked before the tests: a forbidden
+# import or an unformatted file fails `make test` as a failing test does.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 benchmark: install
 	$(BIN)/python benchmarks/quality.py --methods kmeans,spectral,gmm,depict,sanet,gatcluster --seeds 0,1,2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,15 +16,18 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
 
     The file gets the mode a plain `open` would give it (0666 less the umask), not mkstemp's private
     0600, so that a shared run folder stays readable to those who could read it before.
+    A target that exists and is not a regular file (`--output /dev/null`, a named pipe) is written
+    in place: renaming onto it would replace the device or pipe with a file (as root, /dev/null).
     """
     path = Path(path)
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        _write_in_place(path, write, binary)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())
-        # surrogateescape: a file name whose bytes are not UTF-8 is written back as those same bytes.
-        text = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else text)) as fh:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else _TEXT)) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -31,6 +35,15 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# surrogateescape: a file name whose bytes are not UTF-8 is written back as those same bytes.
+_TEXT = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}
+
+
+def _write_in_place(path: Path, write: Callable[[IO[Any]], None], binary: bool) -> None:
+    with open(path, "wb" if binary else "w", **({} if binary else _TEXT)) as fh:
+        write(fh)
 
 
 def _umask() -> int:

@@ -207,9 +207,9 @@ def test_force_replaces_a_previous_runs_files(cli, tmp_path):
 
 @pytest.mark.parametrize("setting, fragment", [
     ("k=[1, 2]", "--k must be an integer"),
-    ("image_size=0", "image_size must be a positive"),
-    ("channels=2", "channels must be 1"),
-    ("max_image_size=0", "max_image_size must be a positive"),
+    ("image_size=0", "kmeans: option image_size must be >= 1, got 0"),
+    ("channels=2", "kmeans: option channels must be one of 1, 3 or null, got 2"),
+    ("max_image_size=0", "kmeans: option max_image_size must be >= 1, got 0"),
 ])
 def test_bad_values_in_a_config_file(cli, tmp_path, setting, fragment):
     config = tmp_path / "config.yaml"
@@ -226,7 +226,7 @@ def test_config_file_that_is_not_text_and_a_nan_option(cli, tmp_path):
     result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--config", binary)
     assert_one_line_error(result, "not UTF-8")
     result = cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--set", "lr=nan")
-    assert_one_line_error(result, "lr must be a finite number")
+    assert_one_line_error(result, "depict: option lr must be a finite number")
 
 
 def test_damaged_checkpoint_and_bad_batch_size(cli, tmp_path, digits_dir):

@@ -168,7 +168,7 @@ def test_sanet_k_auto_is_reported(cli, tmp_path):
     assert load_model(out / "model.ckpt").fit_info()["k_selection"] == metrics["k_selection"]
 
 
-def test_collapse_is_warned(cli, tmp_path):
+def test_collapse_warning_flags_empty_and_giant_clusters():
     from clusterkit.workflows.fit import collapse_warning
 
     assert "empty" in collapse_warning([10, 0, 5])
@@ -179,16 +179,67 @@ def test_collapse_is_warned(cli, tmp_path):
     assert "95%" in collapse_warning([95, 5])
 
 
+def test_collapse_is_warned(cli, tmp_path, digits_dir):
+    """A real fit that collapses: k-means with k=2 on 19 zeros and one white square puts the square
+    alone, so one cluster holds 95% of the images; the CLI says so on stderr, even with --quiet, and
+    the run is still written."""
+    import shutil
+
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    zeros = [row["path"] for row in rows((digits_dir / "labels.csv").read_text()) if row["label"] == "0"][:19]
+    assert len(zeros) == 19
+    for path in zeros:
+        shutil.copy(digits_dir / path, folder / Path(path).name)
+    Image.fromarray(np.full((8, 8), 255, np.uint8), mode="L").save(folder / "white.png")
+    out = tmp_path / "run"
+    result = cli("fit", folder, "--method", "kmeans", "--k", "2", "--set", "n_init=2", "--out", out, "--quiet")
+    assert result.code == 0, result.err
+    assert "possible collapse: one cluster holds 95% of the images (sizes" in result.err
+    assert "possible collapse" not in result.out
+    assert sorted(json.loads((out / "metrics.json").read_text())["cluster_sizes"]) == [1, 19]
+
+
+def test_a_fit_that_does_not_collapse_is_not_warned(cli, tmp_path):
+    result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "10", "--set", "n_init=2",
+                 "--out", tmp_path / "r", "--quiet")
+    assert result.code == 0, result.err
+    assert "collapse" not in result.err
+
+
 def test_methods_lists_registry(cli):
+    from clusterkit.methods.registry import list_methods
+
     listed = json.loads(cli("methods", "--json").out)
-    names = {m["name"] for m in listed}
-    assert {"kmeans", "spectral", "gmm"} <= names
-    assert all({"name", "description", "uses_engine"} <= set(m) for m in listed)
+    names = [m["name"] for m in listed]
+    assert len(names) == len(set(names))
+    assert set(names) == set(list_methods())
+    assert all({"name", "description", "uses_engine", "auto_k", "defaults"} <= set(m) for m in listed)
+    text = cli("methods")
+    assert text.code == 0
+    assert {line.split()[0] for line in text.out.splitlines() if line and not line.startswith(" ")} == set(list_methods())
 
 
 def test_version(cli):
+    import importlib.metadata
+    import re
+
+    import torch
+
+    from clusterkit._version import __version__
+
     result = cli("--version")
-    assert result.code == 0 and "clusterkit" in result.out and "torch" in result.out and "cuda" in result.out
+    assert result.code == 0, result.err
+    lines = result.out.strip().splitlines()
+    assert lines[0] == f"clusterkit {__version__}"
+    torch_version = importlib.metadata.version("torch")
+    assert f"torch {torch_version}" in lines and torch.__version__.startswith(torch_version)
+    (cuda,) = [line for line in lines if line.startswith("cuda ")]
+    assert re.fullmatch(r"cuda (available \(\d+ devices?\)|not available \(.+\))", cuda), cuda
+    if torch.cuda.is_available():
+        assert cuda.startswith("cuda available")
 
 
 def test_datasets_export_occluded(cli, tmp_path):

@@ -96,3 +96,115 @@ def test_classical_models_refuse_images_of_another_shape(method):
     model = get_method(method, k=3, device="cpu").fit(digits)
     with pytest.raises(InputError, match="fitted on 1x8x8"):
         model.predict(resample(digits, (4, 16)))  # the same pixel count, another shape
+
+
+# --- declared options: one checker, one message style, help for every field ----------------------
+
+@pytest.mark.parametrize("method, overrides, message", [
+    ("depict", {"lr": -1.0}, r"^depict: option lr must be > 0, got -1\.0$"),
+    ("depict", {"holdout": 0.5}, r"^depict: option holdout must be in \[0, 0\.5\), got 0\.5$"),
+    ("sanet", {"patch_size": 4}, r"^sanet: option patch_size must be odd, got 4$"),
+    ("sanet", {"subset_size": 10}, r"^sanet: option subset_size \(10\) must be at least 2 x n_neighbors \(2 x 10 = 20\)$"),
+    ("sanet", {"working_size": 2}, r"^sanet: option working_size \(2\) must be 'auto' or at least grid \(4\)$"),
+    ("gatcluster", {"batch_size": 64, "big_batch": 32},
+     r"^gatcluster: option batch_size \(64\) must not exceed big_batch \(32\)$"),
+    ("gatcluster", {"hue": 0.6}, r"^gatcluster: option hue must be in \[0, 0\.5\], got 0\.6$"),
+    ("kmeans", {"channels": 2}, r"^kmeans: option channels must be one of 1, 3 or null, got 2$"),
+    ("spectral", {"features": "wavelets"}, r"^spectral: option features must be one of \['pixels', 'pca'\], got 'wavelets'$"),
+    ("spectral", {"n_neighbors": "many"}, r"^spectral: option n_neighbors must be an integer, got 'many'$"),
+])
+def test_options_are_checked_in_one_message_style(method, overrides, message):
+    with pytest.raises(InputError, match=message):
+        build_config(available_methods()[method].Config, overrides, method)
+
+
+@pytest.mark.parametrize("method, overrides, message", [
+    ("kmeans", {"n_init": 0}, "option n_init must be >= 1"),
+    ("kmeans", {"pca_components": -3}, "option pca_components must be >= 1"),
+    ("gmm", {"k_max": 1}, "option k_max must be >= 2"),
+    ("spectral", {"n_neighbors": 0}, "option n_neighbors must be >= 1"),
+    ("spectral", {"vote_neighbors": 0}, "option vote_neighbors must be >= 1"),
+    ("depict", {"dropout": 1.0}, r"option dropout must be in \[0, 1\)"),
+    ("depict", {"batch_size": 0}, "option batch_size must be >= 1"),
+    ("depict", {"pretrain_patience": 0}, "option pretrain_patience must be >= 1"),
+    ("gatcluster", {"grad_clip": -1.0}, "option grad_clip must be >= 0"),
+    ("gatcluster", {"flip": 1.5}, r"option flip must be in \[0, 1\]"),
+    ("gatcluster", {"weight_entropy": -1.0}, "option weight_entropy must be >= 0"),
+    ("gatcluster", {"scale_min": 1.3}, "option scale_min .1.3. must not exceed scale_max .1.2."),
+    ("sanet", {"n_neighbors": 1}, "option n_neighbors must be >= 2"),
+    ("sanet", {"k_max": 1}, "option k_max must be >= 2"),
+    ("sanet", {"keep_fraction": 0.0}, r"option keep_fraction must be in \(0, 1\]"),
+    ("sanet", {"ridge": 0.0}, "option ridge must be > 0"),
+    ("sanet", {"patches_per_unit": 39}, "option patches_per_unit .39. must be at least 4 x n_neighbors"),
+    ("sanet", {"image_size": 0}, "option image_size must be >= 1"),
+])
+def test_every_range_is_refused(method, overrides, message):
+    with pytest.raises(InputError, match=f"^{method}: {message}"):
+        build_config(available_methods()[method].Config, overrides, method)
+
+
+def test_boundary_values_and_nulls_are_accepted():
+    from clusterkit.methods.depict import DepictConfig
+    from clusterkit.methods.sanet import SANetConfig
+
+    assert build_config(DepictConfig, {"epochs": 0, "holdout": 0.0, "dropout": 0.0}, "depict").epochs == 0
+    assert build_config(SANetConfig, {"working_size": 4, "keep_fraction": 1.0, "image_size": None}, "sanet").working_size == 4
+    assert build_config(SANetConfig, {"working_size": "auto", "channels": 3}, "sanet").channels == 3
+
+
+@pytest.mark.parametrize("name", sorted(available_methods()))
+def test_every_option_has_help_and_the_defaults_pass_their_checks(name):
+    from clusterkit.config import describe_options
+
+    config_cls = available_methods()[name].Config
+    options = describe_options(config_cls)
+    assert [o["name"] for o in options] == [f.name for f in dataclasses.fields(config_cls)]
+    for entry in options:
+        assert entry["help"].strip() and "\n" not in entry["help"], (name, entry["name"])
+    build_config(config_cls, {}, name)
+
+
+def test_describe_options_gives_type_default_constraint_and_help():
+    from clusterkit.config import describe_options
+    from clusterkit.methods.depict import DepictConfig
+    from clusterkit.methods.sanet import SANetConfig
+
+    holdout = next(o for o in describe_options(DepictConfig) if o["name"] == "holdout")
+    assert holdout["type"] == "float" and holdout["default"] == 0.1 and holdout["constraint"] == "in [0, 0.5)"
+    assert "early" in holdout["help"]
+    sanet = {o["name"]: o for o in describe_options(SANetConfig)}
+    assert sanet["patch_size"]["constraint"] == ">= 1, odd"
+    assert sanet["working_size"]["constraint"] == "'auto' or >= grid"
+    assert sanet["image_size"]["constraint"] == ">= 1 or null"
+
+
+def test_methods_name_lists_every_option_with_its_help(cli):
+    from clusterkit.config import describe_options
+    from clusterkit.methods.depict import DepictConfig
+
+    result = cli("methods", "depict")
+    assert result.code == 0, result.err
+    help_text = next(o["help"] for o in describe_options(DepictConfig) if o["name"] == "pretrain_epochs")
+    line = next(line for line in result.out.splitlines() if line.split() and line.split()[0] == "pretrain_epochs")
+    assert "600" in line and ">= 0" in line and help_text in line
+
+
+def test_methods_name_json_holds_every_field(cli):
+    import json
+
+    from clusterkit.methods.sanet import SANetConfig
+
+    result = cli("methods", "sanet", "--json")
+    assert result.code == 0, result.err
+    described = json.loads(result.out)
+    assert described["name"] == "sanet" and described["description"]
+    assert [o["name"] for o in described["options"]] == [f.name for f in dataclasses.fields(SANetConfig)]
+    assert all({"name", "type", "default", "constraint", "help"} == set(o) for o in described["options"])
+
+
+def test_methods_with_an_unknown_name_is_one_line_and_exit_2(cli):
+    result = cli("methods", "nonsense")
+    assert result.code == 2
+    assert result.out == ""
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and "unknown method 'nonsense'" in lines[0], result.err

@@ -97,37 +97,22 @@ def test_pretraining_stops_after_patience_and_keeps_the_best_weights(digits, tmp
     assert all(torch.equal(seen["best"][k], seen["at_init"][k]) for k in seen["best"])
 
 
-def test_path_integral_clustering_beats_chance_on_pixels(digits):
-    subset = digits.subset(np.arange(600))
-    labels = path_integral_clustering(subset.flat(), 10)
-    assert sorted(set(labels.tolist())) == list(range(10))
-    assert cluster_acc(subset.labels, labels) > 0.7
-
-
-def test_path_integral_clustering_gives_k_clusters_when_k_exceeds_the_nearest_neighbour_pieces(digits):
-    """Every piece of the 1-NN graph holds two images or more: 30 images make at most 15 pieces."""
-    labels = path_integral_clustering(digits.subset(range(30)).flat(), 20)
-    assert sorted(set(labels.tolist())) == list(range(20))
-
-
-def test_min_size_folds_outlier_groups_into_the_k_clusters(digits):
-    """On the digits' pixels AC-PIC keeps a few look-alike images (27) as one of the 10 clusters;
-    with min_size above that they join a neighbour, and here every cluster reaches min_size. A
-    numpy integer (what np.bincount gives) counts the same: numpy booleans add as logical or."""
-    x = digits.flat()
-    plain = path_integral_clustering(x, 10)
-    assert np.bincount(plain).min() < 30
-    assert np.array_equal(path_integral_clustering(x, 10, min_size=1), plain)
-    folded = path_integral_clustering(x, 10, min_size=30)
-    assert sorted(set(folded.tolist())) == list(range(10))
-    assert np.bincount(folded).min() >= 30
-    assert np.array_equal(path_integral_clustering(x, 10, min_size=np.int64(30)), folded)
-
-
 def _initial_clusters(x: np.ndarray, **options) -> tuple[Depict, np.ndarray]:
     model = Depict(k=10, seed=0, device="cpu", **options)
     model.k_, model._targets = 10, _Targets()
     return model, model._initial_clusters(x)
+
+
+def _assert_kept_where_the_objective_stopped_falling(steps: list[dict]) -> None:
+    """The folding rule: each try raises min_size; the objective falls strictly up to the one kept
+    partition, and the try after it (if any) did not fall, so the kept one is the lowest tried."""
+    sizes = [step["min_size"] for step in steps]
+    assert all(a < b for a, b in zip(sizes, sizes[1:])), sizes
+    (kept,) = [i for i, step in enumerate(steps) if step["kept"]]
+    objectives = [step["objective"] for step in steps]
+    assert all(a > b for a, b in zip(objectives[:kept], objectives[1 : kept + 1])), objectives
+    assert kept == len(steps) - 1 or not objectives[kept + 1] < objectives[kept], objectives
+    assert objectives[kept] == min(objectives), objectives
 
 
 def test_pic_init_folds_outlier_groups_while_depicts_objective_falls(digits):
@@ -136,7 +121,8 @@ def test_pic_init_folds_outlier_groups_while_depicts_objective_falls(digits):
     x = digits.flat().astype(np.float64)
     model, labels = _initial_clusters(x)
     steps = model._targets.init_selection
-    assert steps[0]["min_size"] == 1 and len(steps) >= 3
+    assert len(steps) >= 3
+    _assert_kept_where_the_objective_stopped_falling(steps)
     chosen = model._initial_objective(torch.from_numpy(x), labels)
     assert chosen == min(step["objective"] for step in steps) < steps[0]["objective"]
     assert [step["objective"] for step in steps if step["kept"]] == [chosen]
@@ -149,7 +135,8 @@ def test_pic_init_folds_outlier_groups_while_depicts_objective_falls(digits):
 
 def test_fit_info_reports_the_initial_clustering_steps(fitted):
     steps = fitted.fit_info()["init_selection"]
-    assert steps[0]["min_size"] == 1 and all(np.isfinite(step["objective"]) for step in steps)
+    assert all(np.isfinite(step["objective"]) for step in steps)
+    _assert_kept_where_the_objective_stopped_falling(steps)
 
 
 def test_spectral_init_partitions_without_outlier_clusters(digits):

@@ -1,4 +1,4 @@
-"""The training engine: devices, sharding, losses, history, checkpoints, resume, determinism, torchrun."""
+"""The training engine: devices, sharding, history, checkpoints, resume, determinism, torchrun."""
 
 from __future__ import annotations
 
@@ -48,17 +48,6 @@ def test_shard_pads_equally_and_covers_everything():
     assert set(torch.cat(parts).tolist()) == set(range(10))
     # Round-robin order is what unshard undoes: row j of rank r is item j * world + r.
     assert torch.stack(parts, dim=1).reshape(-1)[:10].tolist() == list(range(10))
-
-
-def test_prior_targets_balance_clusters():
-    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4]])
-    for power, exponent in [(2.0, 1.0), (1.0, 0.5)]:
-        q = prior_targets(probs, power, exponent)
-        assert torch.allclose(q.sum(dim=1), torch.ones(3))
-        # The big cluster 0 is discounted: the last row's share of cluster 1 grows.
-        assert q[2, 1] > probs[2, 1]
-    entropy = -(probs * probs.log()).sum(dim=1).mean()
-    assert torch.allclose(soft_cross_entropy(probs.log(), probs), entropy)
 
 
 class _Toy(nn.Module):

@@ -31,3 +31,20 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         atomic_write(target, fail)
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_a_named_pipe_is_written_into_not_replaced(tmp_path):
+    """`assign --output /dev/null` renamed a temp file onto /dev/null, which as root replaces the
+    device with a regular file. A pipe shows the same: the reader gets the text, the pipe stays."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    atomic_write_text(fifo, "path,cluster\n")
+    reader.join(timeout=10)
+    assert received == ["path,cluster\n"]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]  # no temp file left beside it

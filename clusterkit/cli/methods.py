@@ -1,8 +1,10 @@
-"""`clusterkit methods`: every registered method, whether it trains, and its defaults."""
+"""`clusterkit methods [NAME]`: every registered method, whether it trains, and its defaults; with a
+NAME, every option of that method (default, constraint, help)."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -11,16 +13,22 @@ def register(app: typer.Typer) -> None:
     app.command("methods")(list_methods)
 
 
-def list_methods(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
-    """List the clustering methods with their descriptions and default options."""
+def list_methods(
+    name: str | None = typer.Argument(None, metavar="NAME", help="A method: list each of its options with constraint and help."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (a list; with NAME, one object)."),
+) -> None:
+    """List the clustering methods with their descriptions and default options, or one method's options."""
+    if name is not None:
+        _describe_method(name, as_json)
+        return
     import dataclasses
 
     from clusterkit.methods.registry import available_methods
 
     rows = []
-    for name, cls in available_methods().items():
+    for method, cls in available_methods().items():
         defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
-        rows.append({"name": name, "description": cls.description, "uses_engine": cls.uses_engine,
+        rows.append({"name": method, "description": cls.description, "uses_engine": cls.uses_engine,
                      "auto_k": cls.supports_auto_k, "defaults": defaults})
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
@@ -29,3 +37,31 @@ def list_methods(as_json: bool = typer.Option(False, "--json", help="Print a JSO
         flags = ", ".join(f for f, on in (("trains in epochs", row["uses_engine"]), ("--k auto", row["auto_k"])) if on)
         typer.echo(f"{row['name']:<12} {row['description']}" + (f" [{flags}]" if flags else ""))
         typer.echo(" " * 13 + " ".join(f"{k}={v}" for k, v in row["defaults"].items()))
+
+
+def _describe_method(name: str, as_json: bool) -> None:
+    """One method's options as a table (plain text, readable when piped) or a JSON object."""
+    from clusterkit.config import describe_options
+    from clusterkit.methods.registry import get_method_class
+
+    cls = get_method_class(name)  # unknown name: InputError, exit 2
+    options = describe_options(cls.Config)
+    if as_json:
+        typer.echo(json.dumps({"name": cls.name, "description": cls.description, "options": options}, indent=1))
+        return
+    typer.echo(f"{cls.name}: {cls.description}")
+    typer.echo("options (--set KEY=VALUE):")
+    rows = [("option", "default", "constraint", "help")]
+    rows += [(o["name"], _shown(o["default"]), o["constraint"] or "-", o["help"]) for o in options]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for row in rows:
+        typer.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
+
+
+def _shown(value: Any) -> str:
+    """A default as it is written in `--set` and YAML: null, true, false, 1e-04."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from clusterkit import console
-from clusterkit.config import MethodConfig
+from clusterkit.config import MethodConfig, option
 from clusterkit.data.samples import ImageSet
 from clusterkit.errors import InputError
 from clusterkit.algorithms.neighbors import knn_query
@@ -28,13 +28,12 @@ AUTO_K_SAMPLE = 3000  # images used to score each candidate k: keeps `--k auto` 
 
 @dataclass
 class ClassicalConfig(MethodConfig):
-    """features: 'pixels' (the flattened image) or 'pca' (its first `pca_components` components).
-    k_max: the largest k tried by `--k auto`."""
+    """Defaults are scikit-learn's usual ones (k-means++ with 10 restarts) unless docs/methods.md says otherwise."""
 
-    features: Literal["pixels", "pca"] = "pixels"
-    pca_components: int = 50
-    k_max: int = 20
-    n_init: int = 10
+    features: Literal["pixels", "pca"] = option("pixels", "'pixels' (the flattened image) or 'pca' (its first pca_components)")
+    pca_components: int = option(50, "principal components kept with features=pca", low=1)
+    k_max: int = option(20, "largest k tried by --k auto", low=2)
+    n_init: int = option(10, "k-means restarts, the best one kept (gmm: EM restarts, a fifth of it)", low=1)
 
 
 class _PixelFeatures:
@@ -194,11 +193,10 @@ class KMeansMethod(_ClassicalMethod):
 
 @dataclass
 class SpectralConfig(ClassicalConfig):
-    """n_neighbors: size of the kNN graph (10, the usual choice for a few thousand images);
-    vote_neighbors: training neighbours that vote on the cluster of a new image."""
+    """A sparse self-tuning kNN graph; 10 neighbours is the usual choice for a few thousand images."""
 
-    n_neighbors: int = 10
-    vote_neighbors: int = 10
+    n_neighbors: int = option(10, "size of the kNN graph", low=1)
+    vote_neighbors: int = option(10, "training neighbours that vote on the cluster of a new image", low=1)
 
 
 @register
@@ -245,8 +243,8 @@ class SpectralMethod(_ClassicalMethod):
 class GMMConfig(ClassicalConfig):
     """A full-covariance mixture needs far fewer dimensions than pixels: PCA by default."""
 
-    features: Literal["pixels", "pca"] = "pca"
-    covariance_type: Literal["full", "diag", "tied", "spherical"] = "full"
+    features: Literal["pixels", "pca"] = option("pca", "'pixels' (the flattened image) or 'pca' (its first pca_components)")
+    covariance_type: Literal["full", "diag", "tied", "spherical"] = option("full", "scikit-learn's covariance_type of each component")
 
 
 @register

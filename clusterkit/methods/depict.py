@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clusterkit import console
-from clusterkit.config import MethodConfig
+from clusterkit.config import MethodConfig, option
 from clusterkit.data.samples import ImageSet
 from clusterkit.algorithms.refill import plan_splits
 from clusterkit.engine import Batch, EpochContext, FitContext, Phase, Trainer, resolve_device
@@ -46,41 +46,32 @@ _TARGETS = {"squared": (2.0, 1.0), "sqrt": (1.0, 0.5)}
 class DepictConfig(MethodConfig):
     """Defaults follow the authors' released code (herandy/DEPICT) unless docs/methods.md says otherwise."""
 
-    epochs: int = 50
-    pretrain_epochs: int = 600
-    holdout: float = 0.1
-    pretrain_patience: int = 100
-    init: Literal["pic", "spectral", "kmeans"] = "pic"
-    init_epochs: int = 10
-    spectral_neighbors: int = 10
-    pic_neighbors: int = 20
-    pic_fold_outliers: bool = True
-    batch_size: int = 100
-    lr: float = 1e-4
-    cluster_lr: float = 1e-3
-    feature_maps: int = 50
-    dropout: float = 0.1
-    hidden_weight: float = 0.1
-    reconstruction_weight: float = 1.0
-    cluster_weight: float = 1.0
-    target: Literal["squared", "sqrt"] = "squared"
-    target_update_interval: int = 1
-    tol: float = 1e-7
-    kmeans_n_init: int = 40
-    mixed_precision: bool = True
-
-    def validate(self) -> None:
-        for name in ("epochs", "pretrain_epochs", "init_epochs", "batch_size", "feature_maps", "target_update_interval",
-                     "kmeans_n_init", "pic_neighbors", "spectral_neighbors", "pretrain_patience"):
-            minimum = 0 if name.endswith("epochs") else 1
-            if getattr(self, name) < minimum:
-                raise InputError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
-        if not 0.0 <= self.holdout < 0.5:
-            raise InputError(f"holdout must be in [0, 0.5), got {self.holdout}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0 or self.cluster_lr <= 0:
-            raise InputError(f"lr and cluster_lr must be positive, got {self.lr} and {self.cluster_lr}")
+    epochs: int = option(50, "cap on the cluster phase, which ends earlier once the targets Q converge (tol)", low=0)
+    pretrain_epochs: int = option(600, "cap on autoencoder pretraining (reconstruction only), early-stopped on the holdout", low=0)
+    holdout: float = option(0.1, "share of images left out of pretraining to early-stop it; 0 turns early stopping off",
+                            low=0, high=0.5, high_open=True)
+    pretrain_patience: int = option(100, "pretraining stops this many epochs after the held-out error's last new low", low=1)
+    init: Literal["pic", "spectral", "kmeans"] = option(
+        "pic", "how the clean embeddings are first clustered: AC-PIC, spectral clustering of their kNN graph, or k-means")
+    init_epochs: int = option(10, "warm-up epochs fitting the head to the initial hard clusters", low=0)
+    spectral_neighbors: int = option(10, "kNN graph degree with init=spectral", low=1)
+    pic_neighbors: int = option(20, "kNN digraph degree of AC-PIC (init=pic)", low=1)
+    pic_fold_outliers: bool = option(True, "fold AC-PIC's small outlier groups in while DEPICT's objective falls (ours)")
+    batch_size: int = option(100, "images per optimizer step", low=1)
+    lr: float = option(1e-4, "Adam learning rate of pretraining", low=0, low_open=True)
+    cluster_lr: float = option(1e-3, "Adam learning rate of the init and cluster phases", low=0, low_open=True)
+    feature_maps: int = option(50, "feature maps of each encoder conv layer", low=1)
+    dropout: float = option(0.1, "dropout on the input and the first conv layer of the noisy pass",
+                            low=0, high=1, high_open=True)
+    hidden_weight: float = option(0.1, "weight of the hidden layers' reconstruction errors (the input's weighs 1)", low=0)
+    reconstruction_weight: float = option(1.0, "weight of the reconstruction loss in the joint objective", low=0)
+    cluster_weight: float = option(1.0, "weight of the clustering cross-entropy in the joint objective", low=0)
+    target: Literal["squared", "sqrt"] = option(
+        "squared", "target form: released code's p^2/f (DEC's) or the paper's p/sqrt(f)")
+    target_update_interval: int = option(1, "epochs between recomputations of the targets Q", low=1)
+    tol: float = option(1e-7, "clustering stops when the mean squared change of Q falls below this", low=0)
+    kmeans_n_init: int = option(40, "k-means++ restarts (init=kmeans, spectral's embedding, empty-cluster splits)", low=1)
+    mixed_precision: bool = option(True, "CUDA autocast (bf16, else fp16 with loss scaling); CPU runs stay float32")
 
 
 class DepictNet(nn.Module):

@@ -17,14 +17,13 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from clusterkit.data.augment import AugmentPolicy, BatchAugment
-from clusterkit.config import MethodConfig
+from clusterkit.config import MethodConfig, Rule, option
 from clusterkit.data.samples import ImageSet
 from clusterkit.engine import EpochContext, FitContext, Phase, Trainer, all_gather_with_grad, resolve_device
 from clusterkit.engine.distributed import shard
 from clusterkit.engine.optim import ClippedAdam
 from clusterkit.engine.predict import predict_batches
 from clusterkit.engine.seeding import derived_seed
-from clusterkit.errors import InputError
 from clusterkit.losses import (
     expected_agreement_loss,
     mean_prediction_entropy,
@@ -44,60 +43,40 @@ from clusterkit.methods.registry import register
 class GATClusterConfig(MethodConfig):
     """Defaults from the official code's STL-10 config unless docs/methods.md says otherwise: epochs,
     repeats and width are ours, sized for a CPU budget of minutes (the official run is 6,000 outer
-    iterations of 8 passes on a GPU). What drives learning is how often the targets are refreshed,
-    so the compute goes to more outer iterations (1 pass each, not 8) of a half-width network.
+    iterations of 8 passes on a GPU). Augmentation ranges follow torchvision's conventions."""
 
-    epochs: outer iterations (one big batch: step 1 targets, then step 2 sub-batch passes).
-    big_batch: B, images per outer iteration. batch_size: images per optimizer step in step 2.
-    repeats: passes of step 2 over the big batch. grad_clip: each gradient element is clipped to
-    +-grad_clip before every Adam step (0 turns it off). grayscale: train on luminance, as the official
-    code does for every data set. precise_bn: before each step 1, and once after training, set the
-    BatchNorm statistics to the current weights' on the clean images predicted (the official code
-    uses the running averages of past augmented batches). Augmentation ranges follow torchvision's
-    conventions.
-    """
+    epochs: int = option(150, "outer iterations: one big batch each, step 1 targets then step 2 sub-batch passes", low=1)
+    big_batch: int = option(1000, "B, images per outer iteration", low=1)
+    batch_size: int = option(32, "images per optimizer step in step 2", low=1)
+    repeats: int = option(1, "passes of step 2 over the big batch (official 8; ours 1: more outer iterations instead)", low=1)
+    lr: float = option(1e-3, "Adam learning rate", low=0, low_open=True)
+    grad_clip: float = option(10.0, "each gradient element is clipped to +-grad_clip before every Adam step; 0 turns it off",
+                              low=0)
+    width: int = option(32, "channels of the first VGG block (doubled per block); half the official width", low=1)
+    convs_per_block: int = option(3, "conv layers per VGG block", low=1)
+    feature_dim: int = option(32, "channels of the backbone's final feature map", low=1)
+    attention_lambda: float = option(0.05, "scales the width of the Gaussian attention mask (official `lamda`)", low=0, low_open=True)
+    weight_similarity: float = option(5.0, "weight of the similarity (augmentation agreement) loss", low=0)
+    weight_entropy: float = option(3.0, "weight of the cluster-balance entropy loss", low=0)
+    weight_relation: float = option(1.0, "weight of the pairwise relation loss", low=0)
+    weight_attention: float = option(5.0, "weight of the attention branch's loss", low=0)
+    kmeans_restarts: int = option(20, "k-means restarts for the relation pseudo-labels", low=1)
+    min_cluster_ratio: float = option(
+        0.1, "relation labels are dropped when a k-means cluster holds fewer than this x B / k images", low=0, high=1)
+    grayscale: bool = option(True, "train on luminance, as the official code does for every data set")
+    precise_bn: bool = option(True, "set BatchNorm statistics on the clean images before each step 1 and after training")
+    flip: float = option(0.5, "probability of a horizontal flip", low=0, high=1)
+    brightness: float = option(0.3, "brightness factor drawn from [1 - v, 1 + v]", low=0, high=1)
+    contrast: float = option(0.3, "contrast factor drawn from [1 - v, 1 + v]", low=0, high=1)
+    hue: float = option(0.2, "hue shift drawn from [-v, v] of a turn", low=0, high=0.5)
+    degrees: float = option(10.0, "rotation drawn from [-v, v] degrees", low=0)
+    translate: float = option(0.1, "shift drawn from [-v, v] of the image side", low=0, high=1)
+    scale_min: float = option(0.8, "smallest zoom factor of the random affine", low=0, low_open=True)
+    scale_max: float = option(1.2, "largest zoom factor of the random affine", low=0, low_open=True)
+    shear: float = option(10.0, "x-shear drawn from [-v, v] degrees", low=0)
+    mixed_precision: bool = option(True, "bf16 autocast on CUDA (fp16 with loss scaling without bf16); CPU runs float32")
 
-    epochs: int = 150
-    big_batch: int = 1000
-    batch_size: int = 32
-    repeats: int = 1
-    lr: float = 1e-3
-    grad_clip: float = 10.0
-    width: int = 32
-    convs_per_block: int = 3
-    feature_dim: int = 32
-    attention_lambda: float = 0.05
-    weight_similarity: float = 5.0
-    weight_entropy: float = 3.0
-    weight_relation: float = 1.0
-    weight_attention: float = 5.0
-    kmeans_restarts: int = 20
-    min_cluster_ratio: float = 0.1
-    grayscale: bool = True
-    precise_bn: bool = True
-    flip: float = 0.5
-    brightness: float = 0.3
-    contrast: float = 0.3
-    hue: float = 0.2
-    degrees: float = 10.0
-    translate: float = 0.1
-    scale_min: float = 0.8
-    scale_max: float = 1.2
-    shear: float = 10.0
-    mixed_precision: bool = True
-
-    def validate(self) -> None:
-        for key in ("epochs", "big_batch", "batch_size", "repeats", "width", "convs_per_block", "feature_dim", "kmeans_restarts"):
-            if getattr(self, key) < 1:
-                raise InputError(f"gatcluster: {key} must be >= 1, got {getattr(self, key)}")
-        if self.batch_size > self.big_batch:
-            raise InputError(f"gatcluster: batch_size ({self.batch_size}) must not exceed big_batch ({self.big_batch})")
-        if self.grad_clip < 0:
-            raise InputError(f"gatcluster: grad_clip must be >= 0 (0: off), got {self.grad_clip}")
-        if not 0 < self.scale_min <= self.scale_max:
-            raise InputError("gatcluster: need 0 < scale_min <= scale_max")
-        if not 0 <= self.hue <= 0.5:
-            raise InputError(f"gatcluster: hue must be in [0, 0.5], got {self.hue}")
+    rules = (Rule("batch_size", "<=", "big_batch"), Rule("scale_min", "<=", "scale_max"))
 
     def augment_policy(self) -> AugmentPolicy:
         return AugmentPolicy(

@@ -1,5 +1,5 @@
-"""Refilling emptied clusters: the largest is split by 2-means, and a linear head's empty row
-takes one half."""
+"""Refilling emptied clusters (clusterkit.algorithms.refill): the largest is split by 2-means, and a
+linear head's empty row takes one half (clusterkit.nn.heads)."""
 
 from __future__ import annotations
 
