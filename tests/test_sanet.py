@@ -8,9 +8,11 @@ import torch
 
 from clusterkit.data.builtin import load_builtin
 from clusterkit.data.loading import resample
+from clusterkit.data.samples import ImageSet
 from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import get_method_class
+from clusterkit.methods.sanet import describe_images, working_sizes, with_missing
 from clusterkit.metrics import cluster_acc
 from clusterkit.methods.sanet.blocks import (
     BLANK,
@@ -68,6 +70,58 @@ def test_restarts_are_judged_on_a_sample_and_the_winners_filters_describe_all_im
     assert len(model.labels_) == 600 and len(model.train_blocks_) == 600
 
 
+def same_state(a: dict, b: dict) -> bool:
+    """Equal state dicts: tensors element for element, lists and dicts item by item."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same_state, a, b))
+    return a == b
+
+
+def test_the_selection_leaves_the_winners_state_on_the_estimator(digits):
+    """Judged on all images (subset_size >= N), the restart of smallest cut is kept as it was fitted:
+    its state equals that of a single fit at the winning seed and size."""
+    images, options = digits.subset(range(300)), {**FAST, "subset_size": 300}
+    model = get_method_class("sanet")(k=10, seed=0, device="cpu", **{**options, "restarts": 2}).fit(images)
+    cuts = model.restart_cuts_
+    winner = min(cuts, key=cuts.get)
+    assert model.cut_ == pytest.approx(cuts[winner], abs=1e-6) == pytest.approx(min(cuts.values()), abs=1e-6)
+    size = model.working_size_[0]
+    single = get_method_class("sanet")(k=10, seed=int(winner), device="cpu", working_size=size, **options).fit(images)
+    state, expected = model.state_dict(), single.state_dict()
+    assert state.pop("restart_cuts") == cuts and expected.pop("restart_cuts") == {}
+    assert same_state(state, expected)
+    assert np.array_equal(model.labels_, single.labels_)
+
+
+def test_sample_is_drawn_from_distinct_images():
+    """Restarts are judged on a sample of `subset_size` images: drawn from all 200 (20 images ten
+    times each), 30 held about 15 distinct ones and refused k = 18, which the 20 can fill."""
+    index = list(range(20)) * 10
+    images = load_builtin("digits").subset(index)
+    model = get_method_class("sanet")(k=18, seed=0, device="cpu", subset_size=30, restarts=2).fit(images)
+    labels = model.labels_
+    assert len(set(labels.tolist())) == 18
+    for image in range(20):
+        assert len(set(labels[np.asarray(index) == image])) == 1
+
+
+def test_skips_a_working_size_at_which_the_sample_falls_below_k_distinct_images():
+    """200 images (20 digits at 16 px, ten one-pixel variants each) are 39 distinct at 8 px: the
+    candidate 8 px size must be skipped, not refuse the k = 18 that the 16 px images fill."""
+    pixels = np.repeat(resample(load_builtin("digits").subset(range(20)), 16).pixels, 10, axis=0)
+    for i in range(len(pixels)):
+        if i % 10:
+            pixels[i, 0, i % 10, 0] += 1  # the digits' left column is blank: 0 -> 1
+    images = ImageSet(paths=[f"{i}.png" for i in range(len(pixels))], pixels=pixels)
+    model = get_method_class("sanet")(k=18, seed=0, device="cpu", subset_size=30, restarts=2).fit(images)
+    assert model.working_size_ == (16, 16)
+    assert len(set(model.labels_.tolist())) == 18
+
+
 def test_predict_on_held_out_images(fitted, digits):
     held_out = digits.subset(range(N_TRAIN, len(digits)))
     proba = fitted.predict_proba(held_out)
@@ -104,14 +158,16 @@ def test_save_load_round_trip_reproduces_predictions(fitted, digits, tmp_path):
 
 
 def test_working_sizes_are_the_input_and_its_halvings_down_to_two_blocks_of_pixels():
-    sanet = get_method_class("sanet")
-    assert sanet(k=2)._working_sizes((28, 28)) == [(28, 28), (14, 14)]  # 7 px < 2 x grid (4)
-    assert sanet(k=2)._working_sizes((64, 48)) == [(64, 48), (32, 24), (16, 12)]
-    assert sanet(k=2)._working_sizes((8, 8)) == [(8, 8)]
-    assert sanet(k=2, working_size=14)._working_sizes((28, 56)) == [(14, 28)]
+    def config(**options):
+        return get_method_class("sanet")(k=2, **options).config
+
+    assert working_sizes((28, 28), config()) == [(28, 28), (14, 14)]  # 7 px < 2 x grid (4)
+    assert working_sizes((64, 48), config()) == [(64, 48), (32, 24), (16, 12)]
+    assert working_sizes((8, 8), config()) == [(8, 8)]
+    assert working_sizes((28, 56), config(working_size=14)) == [(14, 28)]
     # Blocks through the filters on their own must hold a 5-px patch: 4 x 5 = 20 px at least.
-    assert sanet(k=2, local_blocks=True)._working_sizes((64, 64)) == [(64, 64), (32, 32)]
-    assert sanet(k=2, local_blocks=True)._working_sizes((28, 28)) == [(28, 28)]
+    assert working_sizes((64, 64), config(local_blocks=True)) == [(64, 64), (32, 32)]
+    assert working_sizes((28, 28), config(local_blocks=True)) == [(28, 28)]
 
 
 def test_upscaled_digits_are_analysed_at_the_smaller_working_size(digits, tmp_path):
@@ -150,11 +206,22 @@ def test_same_seed_same_clustering(digits):
         assert torch.equal(a.filters, b.filters)
 
 
-def test_memory_is_linear_in_the_number_of_images(fitted):
-    config = fitted.config
-    assert fitted.graph_nnz_ <= N_TRAIN * config.n_neighbors * 2
-    blocks = fitted.train_blocks_
-    assert blocks.vectors.shape[0] == N_TRAIN and blocks.vectors.ndim == 3  # N x blocks x dims, no N x N
+def state_bytes(model) -> int:
+    """Bytes of the tensors a fitted model holds (its checkpoint's state)."""
+    tensors = [value for value in model.state_dict().values() if isinstance(value, torch.Tensor)]
+    tensors += [layer["filters"] for layer in model.state_dict()["layers"]]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_memory_of_the_fitted_model_is_linear_in_the_number_of_images(fitted, digits):
+    """Half the images, about half the bytes (an N x N table would be a quarter); the fixed part
+    (filters, candidate-search axes) keeps the ratio below 2."""
+    half = get_method_class("sanet")(k=10, seed=0, device="cpu", **FAST).fit(digits.subset(range(N_TRAIN // 2)))
+    ratio = state_bytes(fitted) / state_bytes(half)
+    assert 1.5 < ratio <= 2.0, ratio
+    for model, n in ((fitted, N_TRAIN), (half, N_TRAIN // 2)):
+        assert model.graph_nnz_ <= n * model.config.n_neighbors * 2
+        assert model.train_blocks_.vectors.shape[0] == n and model.train_blocks_.vectors.ndim == 3
 
 
 def test_small_images_stop_stacking_layers(fitted):
@@ -314,7 +381,9 @@ def test_inferred_blank_rule_judges_training_images_at_assign_as_at_fit():
     options = {**FAST, "subset_size": 300, "local_blocks": True, "blank_blocks": "inferred", "candidates": 10**9}
     model = get_method_class("sanet")(k=10, seed=0, device="cpu", **options).fit(images)
     assert (model.train_blocks_.state == MISSING).any()
-    again = model._with_missing(model._describe(images.pixels, torch.device("cpu"), 256), torch.device("cpu"), training=False)
+    fit, cpu = model.fitted_state(), torch.device("cpu")
+    queries = describe_images(images.pixels, fit.layers, fit.blank_norm, model.config, cpu, 256)
+    again = with_missing(queries, fit.table, model.config, cpu, training=False)
     assert torch.equal(again.state, model.train_blocks_.state)
     assert (model.predict(images) == model.labels_).all()
 
@@ -339,7 +408,6 @@ def test_blank_threshold_and_pca_sample_is_random_not_the_first_images(digits):
     # Folders are read sorted by path: the first images may all be alike. Here the first 100 are
     # faint (1/8 intensity); a threshold from the first `subset_size` images would be ~1/8 of the
     # set's, one from a seeded random sample is close to the whole set's.
-    from clusterkit.data.samples import ImageSet
     from clusterkit.methods.sanet.blocks import blank_threshold
 
     pixels = digits.pixels[:400].copy()
@@ -367,15 +435,15 @@ def test_graph_components_are_reported_and_saved(fitted, tmp_path):
 
 
 def test_bad_options_are_input_errors():
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="patch_size"):
         get_method_class("sanet")(k=10, patch_size=4)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="keep_fraction"):
         get_method_class("sanet")(k=10, keep_fraction=0.0)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="blank_blocks"):
         get_method_class("sanet")(k=10, blank_blocks="any")
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="nonsense"):
         get_method_class("sanet")(k=10, nonsense=1)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="working_size"):
         get_method_class("sanet")(k=10, working_size=2)  # smaller than the 4 x 4 block grid
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from clusterkit.data.samples import ImageSet
 from clusterkit.errors import InputError
 from clusterkit.algorithms.neighbors import knn
 from clusterkit.algorithms.spectral import (
@@ -86,36 +85,6 @@ def test_copies_of_an_image_share_one_cluster_in_fit_and_assign(method, index, k
     for image in set(index):
         assert len(set(labels[np.asarray(index) == image])) == 1, labels
     assert (model.predict(images) == labels).all()
-
-
-def test_sanet_sample_is_drawn_from_distinct_images():
-    """Restarts are judged on a sample of `subset_size` images: drawn from all 200 (20 images ten
-    times each), 30 held about 15 distinct ones and refused k = 18, which the 20 can fill."""
-    from clusterkit import get_method, load_images
-
-    index = list(range(20)) * 10
-    images = load_images("builtin:digits").subset(index)
-    model = get_method("sanet", k=18, seed=0, device="cpu", subset_size=30, restarts=2).fit(images)
-    labels = model.labels_
-    assert len(set(labels.tolist())) == 18
-    for image in range(20):
-        assert len(set(labels[np.asarray(index) == image])) == 1
-
-
-def test_sanet_skips_a_working_size_at_which_the_sample_falls_below_k_distinct_images():
-    """200 images (20 digits at 16 px, ten one-pixel variants each) are 39 distinct at 8 px: the
-    candidate 8 px size must be skipped, not refuse the k = 18 that the 16 px images fill."""
-    from clusterkit import get_method, load_images
-    from clusterkit.data.loading import resample
-
-    pixels = np.repeat(resample(load_images("builtin:digits").subset(range(20)), 16).pixels, 10, axis=0)
-    for i in range(len(pixels)):
-        if i % 10:
-            pixels[i, 0, i % 10, 0] += 1  # the digits' left column is blank: 0 -> 1
-    images = ImageSet(paths=[f"{i}.png" for i in range(len(pixels))], pixels=pixels)
-    model = get_method("sanet", k=18, seed=0, device="cpu", subset_size=30, restarts=2).fit(images)
-    assert model.working_size_ == (16, 16)
-    assert len(set(model.labels_.tolist())) == 18
 
 
 @pytest.mark.parametrize("method", ["spectral", "sanet", "kmeans", "gmm"])

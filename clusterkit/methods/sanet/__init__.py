@@ -9,14 +9,14 @@ of their robust-nearest training images. docs/methods.md gives the equations and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from clusterkit import console
-from clusterkit.config import MethodConfig
+from clusterkit.config import MethodConfig, Rule, option
 from clusterkit.data.samples import ImageSet
 from clusterkit.data.loading import resample
 from clusterkit.engine.context import FitContext
@@ -24,7 +24,6 @@ from clusterkit.engine.predict import float_batches
 from clusterkit.engine.device import resolve_device
 from clusterkit.errors import InputError
 from clusterkit.methods.sanet.blocks import (
-    CELL,
     BlankRule,
     Blocks,
     Projection,
@@ -35,8 +34,7 @@ from clusterkit.methods.sanet.blocks import (
     searched_candidates,
     split_blocks,
 )
-from clusterkit.methods.sanet.layers import SpectralLayer, forward, iter_maps, rows_per_pass
-from clusterkit.methods.sanet.units import sample_patches, spectral_filters
+from clusterkit.methods.sanet.layers import SpectralLayer, fit_layers, forward, rows_per_pass
 from clusterkit.algorithms.spectral import (
     affinity_from_neighbors,
     check_distinct,
@@ -53,80 +51,43 @@ from clusterkit.methods.registry import register
 
 @dataclass
 class SANetConfig(MethodConfig):
-    """layers / units / filters: depth, parallel units per layer, filters per unit.
-    patch_size: first-layer patch side; deep_patch_size: patch side in later layers (their input has
-    2 x units x filters channels). pool: average pooling between layers. subset_size: images a unit
-    draws; patches_per_unit: patches sampled from them for the unit's graph. n_neighbors: kNN of every
-    graph (patch graphs and the image graph). ridge: spectral-regression penalty as a fraction of the
-    mean diagonal entry of the patch Gram matrix, tr(P^T P) / D. grid: blocks per side of the last map;
-    keep_fraction: share of each pair's informative blocks (those `blank_blocks` does not leave out;
-    the most similar ones) that count in the image distance. blank_blocks: a block leaves a pair's comparison when it is blank
-    (no ink) in both images, or in either ('either': blank may mean erased by an occluder; costs the
-    evidence of blank areas on clean images), or ('inferred') when blank in both or blank in either where
-    most of that image's robust neighbours (found under 'either') have ink: erased, not background
-    (a second neighbour search). local_blocks: each block goes through the layers on its own
-    (zero padding at its border), so that its descriptor depends on its own pixels only and an
-    occluder spoils only the blocks it overlaps, not those within the filters' reach of it. Off by
-    default: a block is a fraction of the image (2 x 2 px on 8 x 8 digits), smaller than the filters,
-    which then see mostly padding and lose the context across block borders that tells strokes
-    apart, on every image, occluded or not; on images whose blocks are larger than the first-layer
-    patch it costs little context. candidates: neighbours from the untrimmed distance that are
-    re-ranked robustly, searched on the first `candidate_dims` principal components. vote_neighbors:
-    training images voting for a new image. knn_backend: 'auto' uses FAISS when installed.
-    batch_size: images per forward pass. n_init: k-means restarts.
-    k_max: largest k tried by --k auto (eigengap). working_size: the shorter side, in pixels, that images
-    are resized to before the layers: the filters have a fixed size in pixels, so what they see (a stroke,
-    a texture, a whole part) depends on it. 'auto' tries the input size and its halvings down to
-    2 x grid px (grid x patch_size with local_blocks) and keeps the size whose image graph has the smallest relaxed normalized cut (the mean of
-    its first k Laplacian eigenvalues: the clearest k groups), judged on the same seeded `subset_size`
-    images at every size; Ng, Jordan & Weiss choose their affinity's scale the same way. restarts: whole
-    fits with other random draws (units' subsets and patches), judged on those same images; the filters of
-    the one whose partition has the smallest normalized cut are kept, as k-means keeps its restart of
-    smallest inertia."""
+    """Defaults are the project's own starting values, none tuned on labels; docs/methods.md gives
+    every default's reason."""
 
-    layers: int = 2
-    units: int = 4
-    filters: int = 8
-    patch_size: int = 5
-    deep_patch_size: int = 3
-    pool: int = 2
-    subset_size: int = 2000
-    patches_per_unit: int = 8000
-    n_neighbors: int = 10
-    ridge: float = 1e-3
-    grid: int = 4
-    keep_fraction: float = 0.75
-    blank_blocks: Literal["both", "either", "inferred"] = "both"
-    local_blocks: bool = False
-    candidates: int = 50
-    candidate_dims: int = 64
-    vote_neighbors: int = 10
-    knn_backend: Literal["auto", "sklearn", "faiss"] = "auto"
-    batch_size: int = 256
-    n_init: int = 10
-    k_max: int = 20
-    working_size: Literal["auto"] | int = "auto"
-    restarts: int = 4
+    layers: int = option(2, "spectral-analysis layers (PCANet's stages)", low=1)
+    units: int = option(4, "parallel spectral-analysis units per layer", low=1)
+    filters: int = option(8, "filters each unit learns", low=1)
+    patch_size: int = option(5, "first-layer patch side in pixels (odd: a centred patch)", low=1, odd=True)
+    deep_patch_size: int = option(3, "patch side in later layers, whose input has 2 x units x filters channels",
+                                  low=1, odd=True)
+    pool: int = option(2, "average pooling between layers", low=1)
+    subset_size: int = option(2000, "images a unit draws its patches from (also the sample for working_size=auto)")
+    patches_per_unit: int = option(8000, "patches sampled from them for the unit's patch graph")
+    n_neighbors: int = option(10, "kNN of every graph (patch graphs and the image graph)", low=2)
+    ridge: float = option(1e-3, "spectral-regression penalty, a fraction of tr(P^T P) / D; only has to make it invertible",
+                          low=0, low_open=True)
+    grid: int = option(4, "blocks per side of the last map compared in the image distance", low=1)
+    keep_fraction: float = option(0.75, "share of each pair's informative blocks (the most similar) that count in the distance",
+                                  low=0, high=1, low_open=True)
+    blank_blocks: Literal["both", "either", "inferred"] = option(
+        "both", "a block leaves a pair's comparison when blank in both images, in either, or in either where inferred erased")
+    local_blocks: bool = option(False, "each block goes through the layers on its own, so an occluder spoils only its blocks")
+    candidates: int = option(50, "neighbours from the untrimmed distance that are re-ranked robustly", low=1)
+    candidate_dims: int = option(64, "principal components the candidate search runs on", low=1)
+    vote_neighbors: int = option(10, "training images voting for the cluster of a new image", low=1)
+    knn_backend: Literal["auto", "sklearn", "faiss"] = option("auto", "nearest-neighbour search; 'auto' uses FAISS when installed")
+    batch_size: int = option(256, "images per forward pass", low=1)
+    n_init: int = option(10, "k-means restarts of the spectral partition", low=1)
+    k_max: int = option(20, "largest k tried by --k auto (eigengap)", low=2)
+    working_size: Literal["auto"] | int = option(
+        "auto", "shorter side in px images are resized to before the layers; 'auto' keeps the size of smallest normalized cut")
+    restarts: int = option(4, "whole fits with other random draws; the one of smallest normalized cut is kept", low=1)
 
-    def validate(self) -> None:
-        positive = ("layers", "units", "filters", "patch_size", "deep_patch_size", "pool", "grid", "batch_size", "n_init",
-                    "candidate_dims", "restarts")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise InputError(f"sanet option {key} must be >= 1, got {getattr(self, key)}")
-        for key in ("patch_size", "deep_patch_size"):
-            if getattr(self, key) % 2 == 0:
-                raise InputError(f"sanet option {key} must be odd (a centred patch), got {getattr(self, key)}")
-        if self.n_neighbors < 2 or self.vote_neighbors < 1 or self.k_max < 2:
-            raise InputError("sanet needs n_neighbors >= 2, vote_neighbors >= 1 and k_max >= 2")
-        if self.subset_size < 2 * self.n_neighbors or self.patches_per_unit < 4 * self.n_neighbors:
-            raise InputError("sanet subset_size and patches_per_unit are too small for n_neighbors")
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise InputError(f"sanet option keep_fraction must be in (0, 1], got {self.keep_fraction}")
-        if not self.ridge > 0:
-            raise InputError(f"sanet option ridge must be > 0, got {self.ridge}")
-        if self.working_size != "auto" and self.working_size < self.grid:
-            raise InputError(f"sanet option working_size must be 'auto' or >= grid ({self.grid}), got {self.working_size}")
+    rules = (
+        Rule("subset_size", ">=", "n_neighbors", factor=2),
+        Rule("patches_per_unit", ">=", "n_neighbors", factor=4),
+        Rule("working_size", ">=", "grid", unless=("auto",)),
+    )
 
 
 def restart_seed(seed: int, restart: int) -> int:
@@ -142,6 +103,117 @@ def _layers(state: dict[str, Any]) -> list[SpectralLayer]:
 def scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
     """(height, width) times `factor`, rounded, at least one pixel."""
     return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
+
+
+def working_sizes(size: tuple[int, int], config: SANetConfig) -> list[tuple[int, int]]:
+    """The configured working size, or (auto) the input size and its halvings down to 2 x grid px:
+    two pixels a block. With `local_blocks`, down to grid x patch_size px only: a block that goes
+    through the filters on its own must be at least as large as the first-layer patch."""
+    if config.working_size != "auto":
+        return [scaled(size, config.working_size / min(size))]
+    smallest = config.grid * (config.patch_size if config.local_blocks else 2)
+    sizes, factor = [size], 2
+    while min(size) // factor >= smallest:
+        sizes.append(scaled(size, 1 / factor))
+        factor *= 2
+    return sizes
+
+
+def at_size(images: ImageSet, size: tuple[int, int]) -> ImageSet:
+    """`images` resized to `size` (a working size), unless they already are that size."""
+    return images if images.size == tuple(size) else resample(images, size)
+
+
+def describe_images(pixels: np.ndarray, layers: list[SpectralLayer], blank_norm: float, config: SANetConfig,
+                    device: torch.device, batch_size: int) -> Blocks:
+    """Block descriptors of all images through `layers`, a bounded batch at a time, written into one
+    preallocated (N, G, D) table (collecting the batches and concatenating them would hold the table
+    twice)."""
+    vectors = state = None
+    start = 0
+    rows = rows_per_pass(layers, pixels.shape[1:], batch_size)  # local_blocks: about as much map
+    with torch.inference_mode():
+        for x in float_batches(pixels, rows, device):
+            inputs = split_blocks(x, config.grid) if config.local_blocks else x
+            part = describe(x.cpu(), forward(inputs, layers).cpu(), config.grid, blank_norm)
+            if vectors is None:
+                vectors = torch.empty((len(pixels), *part.vectors.shape[1:]), dtype=part.vectors.dtype)
+                state = torch.empty((len(pixels), *part.state.shape[1:]), dtype=part.state.dtype)
+            vectors[start : start + len(x)] = part.vectors
+            state[start : start + len(x)] = part.state
+            start += len(x)
+    return Blocks(vectors, state)
+
+
+@dataclass(frozen=True)
+class TrainingTable:
+    """The training images' block table made searchable: the candidate-search axes fitted on it and
+    the table's coordinates on them, projected once per fit (marking erased blocks changes block
+    states, not vectors, so the coordinates hold for the marked table too)."""
+
+    blocks: Blocks
+    projection: Projection
+    coords: np.ndarray
+
+    def neighbors(self, queries: Blocks, n: int, config: SANetConfig, device: torch.device, exclude_self: bool,
+                  rule: BlankRule | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Robust-nearest training images of `queries`, under `rule` (default: the configured one)."""
+        searched = searched_candidates(config.candidates, n, len(self.blocks), exclude_self)
+        return robust_neighbors(
+            queries, self.blocks, self.projection, n, config.candidates, config.keep_fraction, device,
+            config.knn_backend, exclude_self=exclude_self, blank_blocks=rule or config.blank_blocks,
+            data_coords=self.coords if searched < len(self.blocks) else None,
+        )
+
+
+def with_missing(queries: Blocks, table: TrainingTable, config: SANetConfig, device: torch.device,
+                 training: bool) -> Blocks:
+    """`queries` with their erased blocks marked, judged by their `n_neighbors` robust-nearest
+    training images under the blank-in-either rule (blank_blocks='inferred'); `training`: the queries
+    are the table's own images.
+
+    An image does not vote on its own blanks: the fit leaves each training image out of its own
+    neighbours, and for other images an exact copy (distance 0) is left out, so that `assign`
+    marks a training image's blocks as the fit did.
+    """
+    n = config.n_neighbors
+    if training:
+        _, idx = table.neighbors(queries, n, config, device, exclude_self=True, rule="either")
+    else:
+        dist, idx = table.neighbors(queries, n + 1, config, device, exclude_self=False, rule="either")
+        idx = np.where(dist[:, :1] == 0, idx[:, 1:], idx[:, :-1])
+    return infer_missing(queries, table.blocks, torch.from_numpy(idx))
+
+
+@dataclass(frozen=True, eq=False)
+class SANetFit:
+    """The learned state of one fit (one working size, one seed). The estimator keeps the fit its
+    selection chose as attributes of the same names with a trailing `_` (`k` -> `k_`). Fits are
+    compared by their cuts (eq=False: the fields hold tensors)."""
+
+    working_size: tuple[int, int]  # the size images are resized to before the layers
+    copy_of: torch.Tensor  # each training image's distinct image (its node in the graph)
+    layers: list[SpectralLayer]
+    blank_norm: float  # block norm below which a block is blank
+    train_blocks: Blocks  # the distinct images' block table (erased blocks marked with 'inferred')
+    projection: Projection  # the candidate-search axes
+    train_coords: np.ndarray  # train_blocks on those axes
+    graph_nnz: int
+    graph_components: int
+    k_selection: dict[str, Any]  # the eigenvalues --k auto chose k from; {} when k was given
+    k: int
+    eigenvalues: list[float]
+    cut: float  # the partition's normalized cut
+    train_labels: torch.Tensor  # each distinct image's cluster
+
+    @property
+    def table(self) -> TrainingTable:
+        return TrainingTable(self.train_blocks, self.projection, self.train_coords)
+
+    @property
+    def relaxed_cut(self) -> float:
+        """The mean of the image graph's first k Laplacian eigenvalues: how clear its k groups are."""
+        return relaxed_cut(np.asarray(self.eigenvalues), self.k)
 
 
 @register
@@ -160,62 +232,58 @@ class SANet(ClusterMethod):
         cfg = self.config
         device = resolve_device(self.device)
         self.device_ = str(device)
-        self.size_cuts_: dict[str, float] = {}  # relaxed cut per candidate size, when there are several
-        self.restart_cuts_: dict[str, float] = {}  # normalized cut per restart's seed, when there are several
-        self.k_selection_: dict[str, Any] = {}  # the eigenvalues --k auto chose k from
-        sizes = self._working_sizes(images.size)
+        sizes = working_sizes(images.size, cfg)
         if len(sizes) == 1 and cfg.restarts == 1:
-            self._fit_at(images, sizes[0], device, self.seed)
+            self._keep(self._fit_once(images, sizes[0], device, self.seed, self.k_), size_cuts={}, restart_cuts={})
             return
         first, _, _ = distinct_rows(images.pixels)  # the sample is drawn from distinct images: copies add nothing
         check_distinct(self.k_, len(first))
         generator = torch.Generator().manual_seed(self.seed)
         chosen = first[torch.randperm(len(first), generator=generator)[: cfg.subset_size].sort().values.numpy()]
         sample = images if len(chosen) == len(images) else images.subset(chosen)
-        size, state = self._best_size(sample, sizes, device)
-        seed, state = self._best_restart(sample, size, device, state)
-        size_cuts, restart_cuts = dict(self.size_cuts_), dict(self.restart_cuts_)
-        if sample is images:
-            self.load_state_dict(state)
-        else:  # the winner's filters, which is what the restarts chose between; the rest on all images
-            self._fit_at(images, size, device, seed, layers=_layers(state))
-        self.size_cuts_, self.restart_cuts_ = size_cuts, restart_cuts
+        best, size_cuts = self._best_size(sample, sizes, device)
+        seed, best, restart_cuts = self._best_restart(sample, best, device)
+        if sample is not images:  # the winner's filters, which is what the restarts chose between; the rest on all images
+            best = self._fit_once(images, best.working_size, device, seed, best.k, best.k_selection, layers=best.layers)
+        self._keep(best, size_cuts, restart_cuts)
 
-    def _working_sizes(self, size: tuple[int, int]) -> list[tuple[int, int]]:
-        """The configured working size, or (auto) the input size and its halvings down to 2 x grid px:
-        two pixels a block. With `local_blocks`, down to grid x patch_size px only: a block that goes
-        through the filters on its own must be at least as large as the first-layer patch."""
-        cfg = self.config
-        if cfg.working_size != "auto":
-            return [scaled(size, cfg.working_size / min(size))]
-        smallest = cfg.grid * (cfg.patch_size if cfg.local_blocks else 2)
-        sizes, factor = [size], 2
-        while min(size) // factor >= smallest:
-            sizes.append(scaled(size, 1 / factor))
-            factor *= 2
-        return sizes
+    def _keep(self, fit: SANetFit, size_cuts: dict[str, float], restart_cuts: dict[str, float]) -> None:
+        """`fit` as the estimator's learned state: each field as the attribute of its name and `_`."""
+        for field in fields(SANetFit):
+            setattr(self, f"{field.name}_", getattr(fit, field.name))
+        self.size_cuts_ = size_cuts  # relaxed cut per candidate size, when there were several
+        self.restart_cuts_ = restart_cuts  # normalized cut per restart's seed, when there were several
 
-    def _best_size(self, sample: ImageSet, sizes: list[tuple[int, int]], device: torch.device):
-        """(size, state) of the candidate size whose image graph has the smallest relaxed cut.
+    def fitted_state(self) -> SANetFit:
+        """The learned state of the fitted (or loaded) estimator as a fit value."""
+        self.check_fitted()
+        return SANetFit(**{field.name: getattr(self, f"{field.name}_") for field in fields(SANetFit)})
+
+    def _best_size(self, sample: ImageSet, sizes: list[tuple[int, int]],
+                   device: torch.device) -> tuple[SANetFit, dict[str, float]]:
+        """The fit (at the run's seed) at the candidate size whose image graph has the smallest relaxed
+        cut, and each size's cut when there are several.
 
         Cuts are compared at one k: with --k auto, the one the eigengap picks at the input size (the
         first candidate); a mean over fewer eigenvalues is smaller, so each size's own k would favour
         whichever size's eigengap happens to pick a small k.
         """
         sizes = self._sizes_that_fit_k(sample, sizes)
-        best = None
+        k, k_selection = self.k_, {}
+        best, cuts = None, {}
         for size in sizes:
-            self._fit_at(sample, size, device, self.seed)  # resolves k at the first size when it was 'auto'
+            fit = self._fit_once(sample, size, device, self.seed, k, k_selection)
             if len(sizes) == 1:
-                return size, self.state_dict()
-            cut = relaxed_cut(np.asarray(self.eigenvalues_), int(self.k_))
-            self.size_cuts_[f"{size[0]}x{size[1]}"] = round(cut, 6)
+                return fit, cuts
+            k, k_selection = fit.k, fit.k_selection  # --k auto: chosen at the first size, kept for the others
+            cut = fit.relaxed_cut
+            cuts[f"{size[0]}x{size[1]}"] = round(cut, 6)
             console.info(f"sanet: working size {size[0]}x{size[1]}: relaxed cut {cut:.4f} on {len(sample)} images")
-            if best is None or cut < best[0]:
-                best = (cut, size, self.state_dict())
-        cut, size, state = best
-        console.info(f"sanet: working size {size[0]}x{size[1]} (smallest relaxed cut, {cut:.4f})")
-        return size, state
+            if best is None or cut < best.relaxed_cut:
+                best = fit
+        size = best.working_size
+        console.info(f"sanet: working size {size[0]}x{size[1]} (smallest relaxed cut, {best.relaxed_cut:.4f})")
+        return best, cuts
 
     def _sizes_that_fit_k(self, sample: ImageSet, sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """The candidate sizes at which the sample still holds k distinct images: shrinking can make
@@ -232,160 +300,79 @@ class SANet(ClusterMethod):
                              f"{n_distinct} distinct images there, fewer than k = {self.k_}")
         return kept
 
-    def _best_restart(self, sample: ImageSet, size: tuple[int, int], device: torch.device, first: dict[str, Any]):
-        """(seed, state) of the restart whose partition has the smallest normalized cut.
+    def _best_restart(self, sample: ImageSet, first: SANetFit,
+                      device: torch.device) -> tuple[int, SANetFit, dict[str, float]]:
+        """(seed, fit) of the restart whose partition has the smallest normalized cut, `first` (the
+        fit at the run's seed) being restart 0, and each restart's cut by its seed when there are several.
 
         Restarts differ in the units' random subsets and patches, hence in their filters and graph,
         and the partitions they give differ more than k-means restarts on one graph do. Their cuts are
         comparable: each graph is a self-tuning kNN graph of the same images with the same degree.
         """
-        restarts, best = self.config.restarts, None
+        restarts = self.config.restarts
+        if restarts == 1:
+            return self.seed, first, {}
+        best, cuts = None, {}
         for restart in range(restarts):
             seed = restart_seed(self.seed, restart)
-            if restart:
-                self._fit_at(sample, size, device, seed)
-            state = self.state_dict() if restart else first
-            cut = float(state["cut"])
-            if restarts > 1:
-                self.restart_cuts_[str(seed)] = round(cut, 6)
-                console.info(f"sanet: restart {restart + 1}/{restarts}: normalized cut {cut:.4f}")
-            if best is None or cut < best[0]:
-                best = (cut, seed, state)
-        return best[1], best[2]
+            fit = self._fit_once(sample, first.working_size, device, seed, first.k, first.k_selection) if restart else first
+            cuts[str(seed)] = round(fit.cut, 6)
+            console.info(f"sanet: restart {restart + 1}/{restarts}: normalized cut {fit.cut:.4f}")
+            if best is None or fit.cut < best[1].cut:
+                best = (seed, fit)
+        return *best, cuts
 
-    def _fit_at(self, images: ImageSet, size: tuple[int, int], device: torch.device, seed: int,
-                layers: list[SpectralLayer] | None = None) -> None:
+    def _fit_once(self, images: ImageSet, size: tuple[int, int], device: torch.device, seed: int,
+                  k: int | Literal["auto"], k_selection: dict[str, Any] | None = None,
+                  layers: list[SpectralLayer] | None = None) -> SANetFit:
         """The whole fit with the images resized to `size`, its random draws seeded by `seed`: layers
-        (unless given), block table, graph, partition."""
+        (unless given), block table, graph, partition into `k` clusters. k='auto': the eigengap of this
+        fit's graph picks k; a k picked so by an earlier fit comes with the eigenvalues it was picked
+        from (`k_selection`), which this fit keeps."""
         cfg = self.config
-        self.working_size_ = size
-        images = self._at_working_size(images)
+        images = at_size(images, size)
         first, copy_of, counts = distinct_rows(images.pixels)
-        check_distinct(self.k_, len(first))
+        check_distinct(k, len(first))
         if len(first) < len(images):
             console.info(f"sanet: {len(images) - len(first)} image(s) are exact copies of others; "
                          "each distinct image is one node of the graph")
             images = images.subset(first)
-        self.copy_of_ = torch.from_numpy(copy_of)
-        self.layers_ = layers or self._fit_layers(images.pixels, device, seed)
-        console.info(f"sanet: describing {len(images)} images through {len(self.layers_)} layer(s)")
+        if layers is None:
+            layers = fit_layers(images.pixels, cfg, device, seed)
+        console.info(f"sanet: describing {len(images)} images through {len(layers)} layer(s)")
         # A seeded random sample, not the first images: folders are read sorted by path, and
         # class-sorted folders would bias the blank threshold and the PCA axes towards a few classes.
         generator = torch.Generator().manual_seed(seed)
         chosen = torch.randperm(len(images), generator=generator)[: cfg.subset_size].sort().values
         sample = torch.from_numpy(images.pixels[chosen.numpy()]).float() / 255.0
-        self.blank_norm_ = blank_threshold(sample, cfg.grid)
-        self.train_blocks_ = self._describe(images.pixels, device, cfg.batch_size)
-        sample = Blocks(self.train_blocks_.vectors[chosen], self.train_blocks_.state[chosen])
-        self.projection_ = Projection.fit(sample, cfg.candidate_dims)
-        self.train_coords_: np.ndarray | None = None
+        blank_norm = blank_threshold(sample, cfg.grid)
+        blocks = describe_images(images.pixels, layers, blank_norm, cfg, device, cfg.batch_size)
+        projection = Projection.fit(Blocks(blocks.vectors[chosen], blocks.state[chosen]), cfg.candidate_dims)
+        table = TrainingTable(blocks, projection, projection(blocks))
         if cfg.blank_blocks == "inferred":
-            self.train_blocks_ = self._with_missing(self.train_blocks_, device, training=True)
-        dist, idx = self._neighbors(self.train_blocks_, cfg.n_neighbors, device, exclude_self=True)
+            table = replace(table, blocks=with_missing(table.blocks, table, cfg, device, training=True))
+        dist, idx = table.neighbors(table.blocks, cfg.n_neighbors, cfg, device, exclude_self=True)
         affinity = affinity_from_neighbors(dist, idx)
-        self.graph_nnz_ = int(affinity.nnz)
         from scipy.sparse.csgraph import connected_components
 
-        self.graph_components_ = int(connected_components(affinity, directed=False)[0])
-        if self.graph_components_ > (self.k_ if self.k_ != "auto" else cfg.k_max):
+        components = int(connected_components(affinity, directed=False)[0])
+        if components > (k if k != "auto" else cfg.k_max):
             console.warn(
-                f"sanet: the image graph has {self.graph_components_} connected components, more than the clusters "
+                f"sanet: the image graph has {components} connected components, more than the clusters "
                 "asked for; groups of near-duplicates larger than n_neighbors do this (raise n_neighbors)"
             )
-        labels, k, values = spectral_partition(affinity, self.k_, cfg.k_max, cfg.n_init, seed, weights=counts)
-        if self.k_ == "auto":
-            console.info(f"sanet: --k auto chose k={k} (eigengap)")
-            self.k_selection_ = {"criterion": "eigengap", "eigenvalues": [float(v) for v in values]}
-        self.k_ = k
-        self.eigenvalues_ = [float(v) for v in values]
-        labels = refine_cut(affinity, labels, k)
-        self.cut_ = normalized_cut(affinity, labels, k)
-        self.train_labels_ = torch.from_numpy(labels)
-
-    def _fit_layers(self, pixels: np.ndarray, device: torch.device, seed: int) -> list[SpectralLayer]:
-        """Layer by layer: each unit draws its images, maps them through the layers fitted so far, and
-        learns its filters from their patches; the layer is all units' filters side by side."""
-        cfg = self.config
-        generator = torch.Generator().manual_seed(seed)
-        layers: list[SpectralLayer] = []
-        side = min(pixels.shape[2:])
-        for depth in range(cfg.layers):
-            patch = cfg.patch_size if depth == 0 else cfg.deep_patch_size
-            unit_filters = []
-            for unit in range(cfg.units):
-                subset = torch.randperm(len(pixels), generator=generator)[: cfg.subset_size].sort().values.numpy()
-                maps = iter_maps(pixels[subset], layers, cfg.batch_size, device)
-                patches = sample_patches(maps, len(subset), patch, cfg.patches_per_unit, generator)
-                if len(patches) <= cfg.n_neighbors + cfg.filters + 1:
-                    raise InputError("sanet: the images are almost blank; no patch with structure to learn from")
-                filters = spectral_filters(
-                    patches, cfg.filters, cfg.n_neighbors, cfg.ridge, seed * 1000 + depth * 100 + unit, cfg.knn_backend
-                )
-                unit_filters.append(filters.reshape(cfg.filters, -1, patch, patch))
-            deeper = depth < cfg.layers - 1 and side // cfg.pool >= cfg.grid * CELL
-            layers.append(SpectralLayer(torch.cat(unit_filters), cfg.pool if deeper else 1))
-            console.info(f"sanet: layer {depth + 1}: {cfg.units} units x {cfg.filters} filters ({patch}x{patch})")
-            if not deeper:
-                break
-            side //= cfg.pool
-        if len(layers) < cfg.layers:
-            console.info(
-                f"sanet: stopped at {len(layers)} layer(s): pooling a {side}px map would leave fewer than "
-                f"{CELL}x{CELL} positions per block of the {cfg.grid}x{cfg.grid} grid"
-            )
-        return layers
-
-    def _neighbors(self, queries: Blocks, n: int, device: torch.device, exclude_self: bool,
-                   rule: BlankRule | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Robust-nearest training images of `queries`, under `rule` (default: the configured one)."""
-        cfg = self.config
-        searched = searched_candidates(cfg.candidates, n, len(self.train_blocks_), exclude_self)
-        return robust_neighbors(
-            queries, self.train_blocks_, self.projection_, n, cfg.candidates, cfg.keep_fraction, device,
-            cfg.knn_backend, exclude_self=exclude_self, blank_blocks=rule or cfg.blank_blocks,
-            data_coords=self._train_coords() if searched < len(self.train_blocks_) else None,
+        labels, chosen_k, values = spectral_partition(affinity, k, cfg.k_max, cfg.n_init, seed, weights=counts)
+        if k == "auto":
+            console.info(f"sanet: --k auto chose k={chosen_k} (eigengap)")
+            k_selection = {"criterion": "eigengap", "eigenvalues": [float(v) for v in values]}
+        labels = refine_cut(affinity, labels, chosen_k)
+        return SANetFit(
+            working_size=size, copy_of=torch.from_numpy(copy_of), layers=layers, blank_norm=blank_norm,
+            train_blocks=table.blocks, projection=projection, train_coords=table.coords,
+            graph_nnz=int(affinity.nnz), graph_components=components, k_selection=k_selection or {},
+            k=chosen_k, eigenvalues=[float(v) for v in values], cut=normalized_cut(affinity, labels, chosen_k),
+            train_labels=torch.from_numpy(labels),
         )
-
-    def _train_coords(self) -> np.ndarray:
-        """The training table on the candidate-search axes, projected once per fitted or loaded model
-        (marking missing blocks changes block states, not vectors)."""
-        if self.train_coords_ is None:
-            self.train_coords_ = self.projection_(self.train_blocks_)
-        return self.train_coords_
-
-    def _with_missing(self, queries: Blocks, device: torch.device, training: bool) -> Blocks:
-        """`queries` with their erased blocks marked, judged by their `n_neighbors` robust-nearest
-        training images under the blank-in-either rule (blank_blocks='inferred').
-
-        An image does not vote on its own blanks: the fit leaves each training image out of its own
-        neighbours, and for other images an exact copy (distance 0) is left out, so that `assign`
-        marks a training image's blocks as the fit did.
-        """
-        n = self.config.n_neighbors
-        if training:
-            _, idx = self._neighbors(queries, n, device, exclude_self=True, rule="either")
-        else:
-            dist, idx = self._neighbors(queries, n + 1, device, exclude_self=False, rule="either")
-            idx = np.where(dist[:, :1] == 0, idx[:, 1:], idx[:, :-1])
-        return infer_missing(queries, self.train_blocks_, torch.from_numpy(idx))
-
-    def _describe(self, pixels: np.ndarray, device: torch.device, batch_size: int) -> Blocks:
-        """Block descriptors of all images, a bounded batch at a time, written into one preallocated
-        (N, G, D) table (collecting the batches and concatenating them would hold the table twice)."""
-        vectors = state = None
-        start = 0
-        rows = rows_per_pass(self.layers_, pixels.shape[1:], batch_size)  # local_blocks: about as much map
-        with torch.inference_mode():
-            for x in float_batches(pixels, rows, device):
-                inputs = split_blocks(x, self.config.grid) if self.config.local_blocks else x
-                part = describe(x.cpu(), forward(inputs, self.layers_).cpu(), self.config.grid, self.blank_norm_)
-                if vectors is None:
-                    vectors = torch.empty((len(pixels), *part.vectors.shape[1:]), dtype=part.vectors.dtype)
-                    state = torch.empty((len(pixels), *part.state.shape[1:]), dtype=part.state.dtype)
-                vectors[start : start + len(x)] = part.vectors
-                state[start : start + len(x)] = part.state
-                start += len(x)
-        return Blocks(vectors, state)
 
     # --- prediction -----------------------------------------------------------------------
     def _fitted_labels(self) -> np.ndarray:
@@ -395,14 +382,14 @@ class SANet(ClusterMethod):
     def _predict_proba(self, images: ImageSet) -> np.ndarray:
         """Out-of-sample extension: new images through the fitted filters, then a vote of their
         robust-nearest training images (the same trimmed block distance as the training graph)."""
-        cfg = self.config
-        images = self._at_working_size(images)
+        cfg, fit = self.config, self.fitted_state()
+        images = at_size(images, fit.working_size)
         device = resolve_device(self.device)
-        queries = self._describe(images.pixels, device, self.predict_batch_size)
+        queries = describe_images(images.pixels, fit.layers, fit.blank_norm, cfg, device, self.predict_batch_size)
         if cfg.blank_blocks == "inferred":
-            queries = self._with_missing(queries, device, training=False)
-        dist, idx = self._neighbors(queries, cfg.vote_neighbors, device, exclude_self=False)
-        return neighbor_vote(dist, idx, self.train_labels_.numpy(), int(self.k_))
+            queries = with_missing(queries, fit.table, cfg, device, training=False)
+        dist, idx = fit.table.neighbors(queries, cfg.vote_neighbors, cfg, device, exclude_self=False)
+        return neighbor_vote(dist, idx, fit.train_labels.numpy(), int(fit.k))
 
     def fit_info(self) -> dict[str, Any]:
         info = {"layers_used": len(self.layers_), "eigenvalues": self.eigenvalues_, "graph_nnz": self.graph_nnz_,
@@ -412,15 +399,12 @@ class SANet(ClusterMethod):
             info["k_selection"] = self.k_selection_
         return info
 
-    def _at_working_size(self, images: ImageSet) -> ImageSet:
-        return images if images.size == tuple(self.working_size_) else resample(images, self.working_size_)
-
     # --- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "layers": [{"filters": layer.filters, "pool": layer.pool} for layer in self.layers_],
             "train_blocks": self.train_blocks_.vectors,
-            "train_blank": self.train_blocks_.state,  # block states; the key predates MISSING (old: bool)
+            "train_blank": self.train_blocks_.state,  # block states (INK, BLANK, MISSING)
             "projection_mean": self.projection_.mean,
             "projection_axes": self.projection_.axes,
             "train_labels": self.train_labels_,
@@ -437,18 +421,15 @@ class SANet(ClusterMethod):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.layers_ = _layers(state)
-        self.train_blocks_ = Blocks(state["train_blocks"], state["train_blank"])
-        self.projection_ = Projection(state["projection_mean"], state["projection_axes"])
-        self.train_coords_ = None
-        self.train_labels_ = state["train_labels"]
-        self.copy_of_ = state.get("copy_of", torch.arange(len(self.train_labels_)))  # older models: no copies
-        self.eigenvalues_ = list(state["eigenvalues"])
-        self.graph_nnz_ = int(state["graph_nnz"])
-        self.graph_components_ = int(state.get("graph_components", 0)) or None
-        self.blank_norm_ = float(state["blank_norm"])
-        self.working_size_ = tuple(state.get("working_size", self.input_shape_[1:]))  # older models: input size
-        self.size_cuts_ = dict(state.get("working_size_cuts", {}))
-        self.restart_cuts_ = dict(state.get("restart_cuts", {}))
-        self.cut_ = float(state.get("cut", float("nan")))  # older models: not recorded
-        self.k_selection_ = dict(state.get("k_selection", {}))
+        """The saved fit; `k_` (saved beside the state) is already set."""
+        train_blocks = Blocks(state["train_blocks"], state["train_blank"])
+        projection = Projection(state["projection_mean"], state["projection_axes"])
+        fit = SANetFit(
+            working_size=tuple(state["working_size"]), copy_of=state["copy_of"], layers=_layers(state),
+            blank_norm=float(state["blank_norm"]), train_blocks=train_blocks, projection=projection,
+            train_coords=projection(train_blocks), graph_nnz=int(state["graph_nnz"]),
+            graph_components=int(state["graph_components"]), k_selection=dict(state["k_selection"]),
+            k=int(self.k_), eigenvalues=list(state["eigenvalues"]), cut=float(state["cut"]),
+            train_labels=state["train_labels"],
+        )
+        self._keep(fit, dict(state["working_size_cuts"]), dict(state["restart_cuts"]))
