@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -19,8 +18,12 @@ def peak_rss_mb() -> float:
 
 def add_folder_arguments(parser) -> None:
     """--folder / --labels: benchmark an image folder with its ground truth instead of a built-in set."""
-    parser.add_argument("--folder", default=None, help="an image folder to run instead of the built-in set(s) (needs --labels)")
-    parser.add_argument("--labels", default=None, help="the folder's ground truth: CSV with path,label, as `clusterkit evaluate`")
+    parser.add_argument(
+        "--folder", default=None, help="an image folder to run instead of the built-in set(s) (needs --labels)"
+    )
+    parser.add_argument(
+        "--labels", default=None, help="the folder's ground truth: CSV with path,label, as `clusterkit evaluate`"
+    )
 
 
 def folder_name(folder: str) -> str:
@@ -54,9 +57,15 @@ def timed_fit(method: str, images, k: int, seed: int, **options: Any) -> dict[st
     seconds = time.perf_counter() - start
     scores = evaluate(images.labels, predicted)
     epochs = getattr(model.config, "epochs", None)
-    return {"method": method, "seed": seed, "seconds": round(seconds, 2), "device": getattr(model, "device_", "cpu"),
-            "epochs": epochs, "clusters": len(set(predicted.tolist())),
-            **{key: round(scores[key], 4) for key in ("acc", "nmi", "ari")}}
+    return {
+        "method": method,
+        "seed": seed,
+        "seconds": round(seconds, 2),
+        "device": getattr(model, "device_", "cpu"),
+        "epochs": epochs,
+        "clusters": len(set(predicted.tolist())),
+        **{key: round(scores[key], 4) for key in ("acc", "nmi", "ari")},
+    }
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -86,9 +95,14 @@ def machine_info() -> dict[str, Any]:
 
     import torch
 
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "load_average": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average": os.getloadavg(),
+    }
 
 
 def write_json(path: str | Path, payload: Any) -> None:

@@ -45,8 +45,9 @@ PROBES = {
 
 def probe(code: str, folder: str, run_dir: str) -> dict:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _REPORT + code, folder, run_dir], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _REPORT + code, folder, run_dir], capture_output=True, text=True, check=False
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"probe failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
@@ -62,8 +63,24 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = str(Path(tmp) / "kmeans")
-        subprocess.run([sys.executable, "-m", "clusterkit.cli", "fit", args.folder, "--method", "kmeans", "--k", "10",
-                        "--out", run_dir, "--quiet"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "clusterkit.cli",
+                "fit",
+                args.folder,
+                "--method",
+                "kmeans",
+                "--k",
+                "10",
+                "--out",
+                run_dir,
+                "--quiet",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         runs = {name: [] for name in PROBES}
         for _ in range(args.repeats):  # interleaved, so that a slow moment of the machine hits every probe
             for name, code in PROBES.items():
@@ -73,10 +90,16 @@ def main() -> None:
     rows = []
     for name, results in runs.items():
         seconds = statistics.median(r["seconds"] for r in results)
-        rows.append({"probe": name, "files": n_files, "seconds": round(seconds, 2),
-                     "vs_torch_and_decode": round(seconds / floor, 2),
-                     "peak_mb": max(r["peak_mb"] for r in results),
-                     "method_modules": ",".join(results[-1]["methods"]) or "-"})
+        rows.append(
+            {
+                "probe": name,
+                "files": n_files,
+                "seconds": round(seconds, 2),
+                "vs_torch_and_decode": round(seconds / floor, 2),
+                "peak_mb": max(r["peak_mb"] for r in results),
+                "method_modules": ",".join(results[-1]["methods"]) or "-",
+            }
+        )
     print_table(rows, ["probe", "files", "seconds", "vs_torch_and_decode", "peak_mb", "method_modules"])
     write_json(args.out, {"machine": machine_info(), "repeats": args.repeats, "rows": rows})
 

@@ -85,18 +85,43 @@ def main() -> None:
             export_builtin("digits", folder, scale=12, rgb=True)
         rows = []
         for big_batch in (int(b) for b in args.big_batch.split(",")):
-            spec = {"folder": str(folder), "size": args.size, "n": args.n, "big_batch": big_batch,
-                    "batch_size": args.batch_size, "width": args.width, "repeats": args.repeats,
-                    "epochs": args.epochs, "seed": args.seed, "device": args.device}
-            done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)],
-                                  check=True, capture_output=True, text=True)
+            spec = {
+                "folder": str(folder),
+                "size": args.size,
+                "n": args.n,
+                "big_batch": big_batch,
+                "batch_size": args.batch_size,
+                "width": args.width,
+                "repeats": args.repeats,
+                "epochs": args.epochs,
+                "seed": args.seed,
+                "device": args.device,
+            }
+            done = subprocess.run(
+                [sys.executable, __file__, "--one", json.dumps(spec)], check=True, capture_output=True, text=True
+            )
             row = json.loads(done.stdout.strip().splitlines()[-1])
             row["fit_mb"] = round(row["peak_mb"] - row["base_mb"], 1)
             rows.append(row)
             print(f"B={big_batch}: {row['seconds']} s, peak {row['peak_mb']} MB (fit {row['fit_mb']} MB)", flush=True)
     print()
-    print_table(rows, ["image", "n", "big_batch", "batch_size", "width", "seconds", "peak_mb", "base_mb", "fit_mb",
-                       "cuda_peak_mb", "probs_shape", "probs_row_sum"])
+    print_table(
+        rows,
+        [
+            "image",
+            "n",
+            "big_batch",
+            "batch_size",
+            "width",
+            "seconds",
+            "peak_mb",
+            "base_mb",
+            "fit_mb",
+            "cuda_peak_mb",
+            "probs_shape",
+            "probs_row_sum",
+        ],
+    )
     write_json(args.out, {"machine": machine_info(), "rows": rows})
 
 

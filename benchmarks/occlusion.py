@@ -14,7 +14,16 @@ from __future__ import annotations
 
 import argparse
 
-from _common import add_folder_arguments, folder_name, load_folder, machine_info, mean_sd, print_table, timed_fit, write_json
+from _common import (
+    add_folder_arguments,
+    folder_name,
+    load_folder,
+    machine_info,
+    mean_sd,
+    print_table,
+    timed_fit,
+    write_json,
+)
 
 # Named option sets, so that one run puts them beside the defaults.
 VARIANTS = {
@@ -36,10 +45,16 @@ def summarize(runs: list[dict], method: str, dataset: str, key: str) -> tuple[fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="sanet,kmeans,spectral")
-    parser.add_argument("--dataset", default=None, help="built-in set (default: digits); occluded by the same rule as builtin:digits-occluded")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="built-in set (default: digits); occluded by the same rule as builtin:digits-occluded",
+    )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--image-size", type=int, default=None, help="resample the set to this side first (bilinear), then occlude")
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="resample the set to this side first (bilinear), then occlude"
+    )
     add_folder_arguments(parser)
     parser.add_argument("--out", default=None, help="default: benchmarks/out/occlusion[-DATASET].json")
     args = parser.parse_args()
@@ -64,14 +79,19 @@ def main() -> None:
                 name, options = VARIANTS.get(method, (method, {}))
                 result = {"dataset": dataset, **timed_fit(name, images, args.k, seed, **options), "method": method}
                 runs.append(result)
-                print(f"{set_name} {dataset} {method} seed {seed}: acc {result['acc']:.3f} ({result['seconds']} s)", flush=True)
+                print(
+                    f"{set_name} {dataset} {method} seed {seed}: acc {result['acc']:.3f} ({result['seconds']} s)",
+                    flush=True,
+                )
     table = []
     for method in methods:
         row = {"method": method}
         for key in ("acc", "nmi", "ari"):
             on_clean, clean_sd = summarize(runs, method, "clean", key)
             on_occluded, occluded_sd = summarize(runs, method, "occluded", key)
-            row.update({f"{key}_clean": on_clean, f"{key}_occluded": on_occluded, f"{key}_drop": on_clean - on_occluded})
+            row.update(
+                {f"{key}_clean": on_clean, f"{key}_occluded": on_occluded, f"{key}_drop": on_clean - on_occluded}
+            )
             if key == "acc":
                 row.update({"acc_clean_sd": clean_sd, "acc_occluded_sd": occluded_sd})
         table.append(row)
@@ -79,8 +99,18 @@ def main() -> None:
     print_table(table, ["method", "acc_clean", "acc_occluded", "acc_drop", "nmi_clean", "nmi_occluded", "nmi_drop"])
     suffix = ("" if set_name == "digits" else f"-{set_name}") + (f"-{args.image_size}px" if args.image_size else "")
     out = args.out or f"benchmarks/out/occlusion{suffix}.json"
-    write_json(out, {"machine": machine_info(), "dataset": args.folder or args.dataset, "image_size": args.image_size, "k": args.k,
-                     "seeds": seeds, "summary": table, "runs": runs})
+    write_json(
+        out,
+        {
+            "machine": machine_info(),
+            "dataset": args.folder or args.dataset,
+            "image_size": args.image_size,
+            "k": args.k,
+            "seeds": seeds,
+            "summary": table,
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import argparse
 
-from _common import add_folder_arguments, folder_name, load_folder, machine_info, mean_sd, print_table, timed_fit, write_json
+from _common import (
+    add_folder_arguments,
+    folder_name,
+    load_folder,
+    machine_info,
+    mean_sd,
+    print_table,
+    timed_fit,
+    write_json,
+)
 
 
 def main() -> None:
@@ -33,7 +42,11 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m] or list(available_methods())
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, summary = [], []
-    sets = [(folder_name(args.folder), folder)] if folder is not None else [(name, None) for name in (args.datasets or "digits").split(",")]
+    sets = (
+        [(folder_name(args.folder), folder)]
+        if folder is not None
+        else [(name, None) for name in (args.datasets or "digits").split(",")]
+    )
     for dataset, images in sets:
         images = images if images is not None else load_images(f"builtin:{dataset}")
         for method in methods:

@@ -30,7 +30,6 @@ import time
 
 from _common import machine_info, peak_rss_mb, print_table, write_json
 
-
 NOISE = 24  # intensity levels of 255
 
 
@@ -74,15 +73,26 @@ def run_one(n: int, seed: int, options: dict) -> dict:
     model.fit(images)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     scores = evaluate(images.labels, model.labels_)
-    return {"n": n, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "peak_mb": round(peak_rss_mb(), 1), "base_mb": round(before, 1),
-            "graph_nnz": model.graph_nnz_, "graph_components": model.fit_info()["graph_components"], "acc": round(scores["acc"], 4), "nmi": round(scores["nmi"], 4)}
+    return {
+        "n": n,
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),
+        "peak_mb": round(peak_rss_mb(), 1),
+        "base_mb": round(before, 1),
+        "graph_nnz": model.graph_nnz_,
+        "graph_components": model.fit_info()["graph_components"],
+        "acc": round(scores["acc"], 4),
+        "nmi": round(scores["nmi"], 4),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="5000,20000,50000")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a SA-Net option, as fit's --set")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a SA-Net option, as fit's --set"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", default="benchmarks/out/scaling.json")
     args = parser.parse_args()
@@ -94,12 +104,19 @@ def main() -> None:
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         sets = [arg for pair in args.set for arg in ("--set", pair)]
-        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--seed", str(args.seed), *sets],
-                              check=True, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--one", str(n), "--seed", str(args.seed), *sets],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row["fit_mb"] = round(row["peak_mb"] - row["base_mb"], 1)
         rows.append(row)
-        print(f"n={n}: {row['seconds']} s ({row['cpu_seconds']} s CPU), peak {row['peak_mb']} MB (fit {row['fit_mb']} MB)", flush=True)
+        print(
+            f"n={n}: {row['seconds']} s ({row['cpu_seconds']} s CPU), peak {row['peak_mb']} MB (fit {row['fit_mb']} MB)",
+            flush=True,
+        )
     first = rows[0]
     for row in rows:
         row["time_ratio"] = row["seconds"] / first["seconds"]
@@ -107,7 +124,23 @@ def main() -> None:
         row["fit_mb_ratio"] = row["fit_mb"] / max(first["fit_mb"], 1e-9)
         row["n_ratio"] = row["n"] / first["n"]
     print()
-    print_table(rows, ["n", "n_ratio", "seconds", "time_ratio", "cpu_seconds", "cpu_ratio", "peak_mb", "fit_mb", "fit_mb_ratio", "graph_nnz", "graph_components", "acc"])
+    print_table(
+        rows,
+        [
+            "n",
+            "n_ratio",
+            "seconds",
+            "time_ratio",
+            "cpu_seconds",
+            "cpu_ratio",
+            "peak_mb",
+            "fit_mb",
+            "fit_mb_ratio",
+            "graph_nnz",
+            "graph_components",
+            "acc",
+        ],
+    )
     write_json(args.out, {"machine": machine_info(), "options": args.set, "rows": rows})
 
 

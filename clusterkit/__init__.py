@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from clusterkit.errors import InputError
     from clusterkit.methods.base import ClusterMethod
     from clusterkit.methods.factory import load_model
+    from clusterkit.methods.registry import list_methods
     from clusterkit.workflows.assign import assign
     from clusterkit.workflows.evaluate import evaluate_files
     from clusterkit.workflows.fit import FitRequest, run_fit
@@ -37,7 +38,7 @@ _LAZY = {
 }
 
 
-def get_method(name: str, **params: Any) -> "ClusterMethod":
+def get_method(name: str, **params: Any) -> ClusterMethod:
     """An unfitted method by registry name, e.g. `get_method("depict", k=10, seed=0)`."""
     from clusterkit.methods.factory import create_method
 
@@ -52,4 +53,16 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(_LAZY[name]), name)
 
 
-__all__ = ["__version__", "get_method", *_LAZY]
+__all__ = [
+    "FitRequest",
+    "ImageSet",
+    "InputError",
+    "__version__",
+    "assign",
+    "evaluate_files",
+    "get_method",
+    "list_methods",
+    "load_images",
+    "load_model",
+    "run_fit",
+]

@@ -46,8 +46,15 @@ def option(
     integer, `choices` lists the allowed values. None (where the type allows it) and strings such as
     'auto' pass the numeric checks; Literal choices are checked while coercing.
     """
-    metadata = {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-                "odd": odd, "choices": choices}
+    metadata = {
+        "help": help,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "odd": odd,
+        "choices": choices,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -86,9 +93,13 @@ class MethodConfig:
     """Options every method has: how images are preprocessed before the method sees them."""
 
     image_size: int | None = option(
-        None, "side of the square images are resized to; null keeps the first image's size, shrunk to max_image_size",
-        low=1)
-    max_image_size: int = option(64, "longest side, in pixels, of images kept at their own size (image_size null)", low=1)
+        None,
+        "side of the square images are resized to; null keeps the first image's size, shrunk to max_image_size",
+        low=1,
+    )
+    max_image_size: int = option(
+        64, "longest side, in pixels, of images kept at their own size (image_size null)", low=1
+    )
     channels: int | None = option(None, "1 (grayscale) or 3 (RGB); null follows the first image", choices=(1, 3))
 
     rules: ClassVar[tuple[Rule, ...]] = ()
@@ -99,7 +110,9 @@ def field_names(config_cls: type[MethodConfig]) -> list[str]:
 
 
 def _allows_none(annotation: Any) -> bool:
-    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(
+        annotation
+    )
 
 
 def _range_text(meta: dict[str, Any]) -> str:
@@ -176,9 +189,13 @@ def describe_options(config_cls: type[MethodConfig]) -> list[dict[str, Any]]:
     """One entry per option: name, type, default, constraint (text) and help, in declaration order."""
     hints = typing.get_type_hints(config_cls)
     return [
-        {"name": f.name, "type": _type_text(hints[f.name]), "default": f.default,
-         "constraint": _constraint_text(f.name, hints[f.name], f.metadata, config_cls.rules),
-         "help": f.metadata.get("help", "")}
+        {
+            "name": f.name,
+            "type": _type_text(hints[f.name]),
+            "default": f.default,
+            "constraint": _constraint_text(f.name, hints[f.name], f.metadata, config_cls.rules),
+            "help": f.metadata.get("help", ""),
+        }
         for f in dataclasses.fields(config_cls)
     ]
 

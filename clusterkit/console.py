@@ -16,7 +16,9 @@ _state: dict[str, Any] = {"quiet": False, "console": None}
 
 def stderr_console() -> Console:
     if _state["console"] is None:
-        _state["console"] = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)  # set and non-empty (no-color.org)
+        _state["console"] = Console(
+            stderr=True, no_color=bool(os.environ.get("NO_COLOR")), highlight=False
+        )  # set and non-empty (no-color.org)
     return _state["console"]
 
 

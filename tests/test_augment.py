@@ -12,8 +12,9 @@ from clusterkit.methods.gatcluster import GATClusterConfig
 
 def test_affine_and_hue_match_torchvision_v2():
     x = torch.rand(1, 3, 12, 10)
-    reference = TF.affine(x, angle=7.0, translate=[1.0, -2.0], scale=1.1, shear=[8.0, 0.0],
-                          interpolation=InterpolationMode.BILINEAR)
+    reference = TF.affine(
+        x, angle=7.0, translate=[1.0, -2.0], scale=1.1, shear=[8.0, 0.0], interpolation=InterpolationMode.BILINEAR
+    )
     matrix = inverse_affine(torch.tensor([7.0]), torch.tensor([[1.0, -2.0]]), torch.tensor([1.1]), torch.tensor([8.0]))
     assert torch.allclose(warp(x, matrix), reference, atol=1e-5)
     assert torch.allclose(shift_hue(x, torch.tensor([0.2])), TF.adjust_hue(x, 0.2), atol=1e-5)

@@ -8,9 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-
-FAST_DEPICT = ["--set", "pretrain_epochs=1", "--set", "init_epochs=1", "--set", "epochs=1", "--set", "init=kmeans",
-               "--set", "feature_maps=4", "--set", "kmeans_n_init=1"]
+FAST_DEPICT = [
+    "--set",
+    "pretrain_epochs=1",
+    "--set",
+    "init_epochs=1",
+    "--set",
+    "epochs=1",
+    "--set",
+    "init=kmeans",
+    "--set",
+    "feature_maps=4",
+    "--set",
+    "kmeans_n_init=1",
+]
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
@@ -152,8 +163,10 @@ def test_refused_resume_leaves_the_run_config_alone(cli, tmp_path):
     fast = FAST_DEPICT
     assert cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--out", out, "--quiet", *fast).code == 0
     config = (out / "config.yaml").read_text()
-    assert_one_line_error(cli("fit", "builtin:digits", "--method", "depict", "--k", "5", "--out", out, "--resume", *fast),
-                          "settings differ")
+    assert_one_line_error(
+        cli("fit", "builtin:digits", "--method", "depict", "--k", "5", "--out", out, "--resume", *fast),
+        "settings differ",
+    )
     assert (out / "config.yaml").read_text() == config
 
 
@@ -196,21 +209,27 @@ def test_a_fit_that_fails_leaves_no_run_folder_behind(cli, tmp_path, digits_dir)
 
 def test_force_replaces_a_previous_runs_files(cli, tmp_path):
     out = tmp_path / "run"
-    assert cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--out", out, "--quiet", *FAST_DEPICT).code == 0
+    assert (
+        cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--out", out, "--quiet", *FAST_DEPICT).code == 0
+    )
     assert (out / "history.jsonl").is_file() and (out / "train_state.ckpt").is_file()
     forced = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "3", "--out", out, "--force", "--quiet")
     assert forced.code == 0, forced.err
     assert not (out / "history.jsonl").exists() and not (out / "train_state.ckpt").exists()
-    assert_one_line_error(cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--out", out, "--resume"),
-                          "is a kmeans run")
+    assert_one_line_error(
+        cli("fit", "builtin:digits", "--method", "depict", "--k", "3", "--out", out, "--resume"), "is a kmeans run"
+    )
 
 
-@pytest.mark.parametrize("setting, fragment", [
-    ("k=[1, 2]", "--k must be an integer"),
-    ("image_size=0", "kmeans: option image_size must be >= 1, got 0"),
-    ("channels=2", "kmeans: option channels must be one of 1, 3 or null, got 2"),
-    ("max_image_size=0", "kmeans: option max_image_size must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "setting, fragment",
+    [
+        ("k=[1, 2]", "--k must be an integer"),
+        ("image_size=0", "kmeans: option image_size must be >= 1, got 0"),
+        ("channels=2", "kmeans: option channels must be one of 1, 3 or null, got 2"),
+        ("max_image_size=0", "kmeans: option max_image_size must be >= 1, got 0"),
+    ],
+)
 def test_bad_values_in_a_config_file(cli, tmp_path, setting, fragment):
     config = tmp_path / "config.yaml"
     key, value = setting.split("=", 1)
@@ -232,7 +251,9 @@ def test_config_file_that_is_not_text_and_a_nan_option(cli, tmp_path):
 def test_damaged_checkpoint_and_bad_batch_size(cli, tmp_path, digits_dir):
     out = tmp_path / "run"
     assert cli("fit", digits_dir, "--method", "kmeans", "--k", "3", "--out", out, "--quiet").code == 0
-    assert_one_line_error(cli("assign", digits_dir, "--model", out, "--batch-size", "0"), "--batch-size must be at least 1")
+    assert_one_line_error(
+        cli("assign", digits_dir, "--model", out, "--batch-size", "0"), "--batch-size must be at least 1"
+    )
     payload = torch.load(out / "model.ckpt", weights_only=True)
     del payload["state"]
     torch.save(payload, tmp_path / "damaged.ckpt")
@@ -245,7 +266,9 @@ def test_cuda_asked_for_without_a_gpu_by_any_method(cli, tmp_path, digits_dir):
     assert_one_line_error(result, "sees no CUDA GPU")
     assert not (tmp_path / "run").exists()
     assert cli("fit", digits_dir, "--method", "kmeans", "--k", "3", "--out", tmp_path / "run", "--quiet").code == 0
-    assert_one_line_error(cli("assign", digits_dir, "--model", tmp_path / "run", "--device", "cuda"), "sees no CUDA GPU")
+    assert_one_line_error(
+        cli("assign", digits_dir, "--model", tmp_path / "run", "--device", "cuda"), "sees no CUDA GPU"
+    )
 
 
 @pytest.mark.parametrize("method", ["kmeans", "gmm"])

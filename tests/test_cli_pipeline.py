@@ -47,11 +47,13 @@ def test_odd_file_names_round_trip_through_fit_assign_and_evaluate(cli, tmp_path
     odd = [" lead.png", "trail .png", 'co,mma "q".png', "cr\rret.png", os.fsdecode(b"\xff\xfe.png")]
     sources = sorted((digits_dir / "images").iterdir())[:12]
     names = odd + [f"plain{i}.png" for i in range(len(sources) - len(odd))]
-    for name, source in zip(names, sources):
+    for name, source in zip(names, sources, strict=True):
         shutil.copy(source, folder / name)
     labels = tmp_path / "labels.csv"
     with labels.open("w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows([("path", "label"), *((n, n[0]) for n in names)])
+        csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(
+            [("path", "label"), *((n, n[0]) for n in names)]
+        )
     out = tmp_path / "run"
     fitted = cli("fit", folder, "--method", "kmeans", "--k", "3", "--labels", labels, "--out", out, "--quiet")
     assert fitted.code == 0, fitted.err
@@ -85,8 +87,19 @@ def test_assign_reproduces_training_and_evaluate_agrees(cli, kmeans_run, digits_
 
 def test_spectral_beats_kmeans_and_assign_reproduces_it(cli, tmp_path, digits_dir):
     out = tmp_path / "spectral"
-    result = cli("fit", digits_dir, "--method", "spectral", "--k", "10", "--labels", digits_dir / "labels.csv",
-                 "--out", out, "--quiet")
+    result = cli(
+        "fit",
+        digits_dir,
+        "--method",
+        "spectral",
+        "--k",
+        "10",
+        "--labels",
+        digits_dir / "labels.csv",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert result.code == 0, result.err
     assert json.loads((out / "metrics.json").read_text())["acc"] >= 0.80
     assigned = rows(cli("assign", digits_dir, "--model", out / "model.ckpt").out)
@@ -136,8 +149,21 @@ def test_config_file_repeats_a_run(cli, tmp_path, kmeans_run):
 
 def test_set_overrides_are_typed(cli, tmp_path):
     out = tmp_path / "pca"
-    result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "10", "--set", "features=pca",
-                 "--set", "pca_components=20", "--out", out, "--quiet")
+    result = cli(
+        "fit",
+        "builtin:digits",
+        "--method",
+        "kmeans",
+        "--k",
+        "10",
+        "--set",
+        "features=pca",
+        "--set",
+        "pca_components=20",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert result.code == 0, result.err
     import yaml
 
@@ -148,7 +174,21 @@ def test_set_overrides_are_typed(cli, tmp_path):
 @pytest.mark.parametrize("method", ["kmeans", "spectral"])
 def test_k_auto_is_reported(cli, tmp_path, method):
     out = tmp_path / method
-    result = cli("fit", "builtin:digits", "--method", method, "--k", "auto", "--set", "k_max=8", "--set", "features=pca", "--out", out, "--quiet")
+    result = cli(
+        "fit",
+        "builtin:digits",
+        "--method",
+        method,
+        "--k",
+        "auto",
+        "--set",
+        "k_max=8",
+        "--set",
+        "features=pca",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert result.code == 0, result.err
     metrics = json.loads((out / "metrics.json").read_text())
     assert 2 <= metrics["k"] <= 8
@@ -203,8 +243,19 @@ def test_collapse_is_warned(cli, tmp_path, digits_dir):
 
 
 def test_a_fit_that_does_not_collapse_is_not_warned(cli, tmp_path):
-    result = cli("fit", "builtin:digits", "--method", "kmeans", "--k", "10", "--set", "n_init=2",
-                 "--out", tmp_path / "r", "--quiet")
+    result = cli(
+        "fit",
+        "builtin:digits",
+        "--method",
+        "kmeans",
+        "--k",
+        "10",
+        "--set",
+        "n_init=2",
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+    )
     assert result.code == 0, result.err
     assert "collapse" not in result.err
 
@@ -219,7 +270,9 @@ def test_methods_lists_registry(cli):
     assert all({"name", "description", "uses_engine", "auto_k", "defaults"} <= set(m) for m in listed)
     text = cli("methods")
     assert text.code == 0
-    assert {line.split()[0] for line in text.out.splitlines() if line and not line.startswith(" ")} == set(list_methods())
+    assert {line.split()[0] for line in text.out.splitlines() if line and not line.startswith(" ")} == set(
+        list_methods()
+    )
 
 
 def test_version(cli):
@@ -259,19 +312,22 @@ def test_datasets_export_keeps_colour(cli, tmp_path):
 
 
 def _clusterkit(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterkit.cli", *args], capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "clusterkit.cli", *args], capture_output=True, text=True, check=False, **kwargs
+    )
 
 
 def test_help_does_not_import_torch():
     code = "import sys; sys.argv=['clusterkit','--help']\nfrom clusterkit.cli.main import run\ntry: run()\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False).stdout
     assert out.strip().splitlines()[-1] == "False"
 
 
 def test_closing_stdout_early_is_quiet(kmeans_run):
     proc = subprocess.Popen(
         [sys.executable, "-m", "clusterkit.cli", "assign", "builtin:digits", "--model", str(kmeans_run)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     proc.stdout.readline()
     proc.stdout.close()
@@ -285,7 +341,15 @@ def test_labels_file_scores_the_training_history(tmp_path, digits_dir):
     from clusterkit.workflows.fit import FitRequest, run_fit
 
     options = ["pretrain_epochs=1", "init_epochs=1", "epochs=1", "feature_maps=8", "init=kmeans", "kmeans_n_init=1"]
-    run_fit(FitRequest(source=str(digits_dir), method="depict", k="10", out=tmp_path / "r",
-                       labels=digits_dir / "labels.csv", overrides=options))
+    run_fit(
+        FitRequest(
+            source=str(digits_dir),
+            method="depict",
+            k="10",
+            out=tmp_path / "r",
+            labels=digits_dir / "labels.csv",
+            overrides=options,
+        )
+    )
     records = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
     assert all("acc" in r for r in records if r["phase"] != "pretrain")

@@ -9,16 +9,20 @@ import pytest
 import torch
 
 from clusterkit import get_method, load_images
-from clusterkit.methods.factory import load_model
 from clusterkit.config import MethodConfig, build_config, parse_set_options
 from clusterkit.errors import InputError
 from clusterkit.methods.classical import SpectralConfig
+from clusterkit.methods.factory import load_model
 from clusterkit.methods.registry import available_methods
 
 
 def test_set_values_are_parsed_as_yaml_scalars():
     assert parse_set_options(["a=1", "b=1e-3", "c=true", "d=pca", "e=null"]) == {
-        "a": 1, "b": 0.001, "c": True, "d": "pca", "e": None,
+        "a": 1,
+        "b": 0.001,
+        "c": True,
+        "d": "pca",
+        "e": None,
     }
     with pytest.raises(InputError, match="KEY=VALUE"):
         parse_set_options(["novalue"])
@@ -100,44 +104,62 @@ def test_classical_models_refuse_images_of_another_shape(method):
 
 # --- declared options: one checker, one message style, help for every field ----------------------
 
-@pytest.mark.parametrize("method, overrides, message", [
-    ("depict", {"lr": -1.0}, r"^depict: option lr must be > 0, got -1\.0$"),
-    ("depict", {"holdout": 0.5}, r"^depict: option holdout must be in \[0, 0\.5\), got 0\.5$"),
-    ("sanet", {"patch_size": 4}, r"^sanet: option patch_size must be odd, got 4$"),
-    ("sanet", {"subset_size": 10}, r"^sanet: option subset_size \(10\) must be at least 2 x n_neighbors \(2 x 10 = 20\)$"),
-    ("sanet", {"working_size": 2}, r"^sanet: option working_size \(2\) must be 'auto' or at least grid \(4\)$"),
-    ("gatcluster", {"batch_size": 64, "big_batch": 32},
-     r"^gatcluster: option batch_size \(64\) must not exceed big_batch \(32\)$"),
-    ("gatcluster", {"hue": 0.6}, r"^gatcluster: option hue must be in \[0, 0\.5\], got 0\.6$"),
-    ("kmeans", {"channels": 2}, r"^kmeans: option channels must be one of 1, 3 or null, got 2$"),
-    ("spectral", {"features": "wavelets"}, r"^spectral: option features must be one of \['pixels', 'pca'\], got 'wavelets'$"),
-    ("spectral", {"n_neighbors": "many"}, r"^spectral: option n_neighbors must be an integer, got 'many'$"),
-])
+
+@pytest.mark.parametrize(
+    "method, overrides, message",
+    [
+        ("depict", {"lr": -1.0}, r"^depict: option lr must be > 0, got -1\.0$"),
+        ("depict", {"holdout": 0.5}, r"^depict: option holdout must be in \[0, 0\.5\), got 0\.5$"),
+        ("sanet", {"patch_size": 4}, r"^sanet: option patch_size must be odd, got 4$"),
+        (
+            "sanet",
+            {"subset_size": 10},
+            r"^sanet: option subset_size \(10\) must be at least 2 x n_neighbors \(2 x 10 = 20\)$",
+        ),
+        ("sanet", {"working_size": 2}, r"^sanet: option working_size \(2\) must be 'auto' or at least grid \(4\)$"),
+        (
+            "gatcluster",
+            {"batch_size": 64, "big_batch": 32},
+            r"^gatcluster: option batch_size \(64\) must not exceed big_batch \(32\)$",
+        ),
+        ("gatcluster", {"hue": 0.6}, r"^gatcluster: option hue must be in \[0, 0\.5\], got 0\.6$"),
+        ("kmeans", {"channels": 2}, r"^kmeans: option channels must be one of 1, 3 or null, got 2$"),
+        (
+            "spectral",
+            {"features": "wavelets"},
+            r"^spectral: option features must be one of \['pixels', 'pca'\], got 'wavelets'$",
+        ),
+        ("spectral", {"n_neighbors": "many"}, r"^spectral: option n_neighbors must be an integer, got 'many'$"),
+    ],
+)
 def test_options_are_checked_in_one_message_style(method, overrides, message):
     with pytest.raises(InputError, match=message):
         build_config(available_methods()[method].Config, overrides, method)
 
 
-@pytest.mark.parametrize("method, overrides, message", [
-    ("kmeans", {"n_init": 0}, "option n_init must be >= 1"),
-    ("kmeans", {"pca_components": -3}, "option pca_components must be >= 1"),
-    ("gmm", {"k_max": 1}, "option k_max must be >= 2"),
-    ("spectral", {"n_neighbors": 0}, "option n_neighbors must be >= 1"),
-    ("spectral", {"vote_neighbors": 0}, "option vote_neighbors must be >= 1"),
-    ("depict", {"dropout": 1.0}, r"option dropout must be in \[0, 1\)"),
-    ("depict", {"batch_size": 0}, "option batch_size must be >= 1"),
-    ("depict", {"pretrain_patience": 0}, "option pretrain_patience must be >= 1"),
-    ("gatcluster", {"grad_clip": -1.0}, "option grad_clip must be >= 0"),
-    ("gatcluster", {"flip": 1.5}, r"option flip must be in \[0, 1\]"),
-    ("gatcluster", {"weight_entropy": -1.0}, "option weight_entropy must be >= 0"),
-    ("gatcluster", {"scale_min": 1.3}, "option scale_min .1.3. must not exceed scale_max .1.2."),
-    ("sanet", {"n_neighbors": 1}, "option n_neighbors must be >= 2"),
-    ("sanet", {"k_max": 1}, "option k_max must be >= 2"),
-    ("sanet", {"keep_fraction": 0.0}, r"option keep_fraction must be in \(0, 1\]"),
-    ("sanet", {"ridge": 0.0}, "option ridge must be > 0"),
-    ("sanet", {"patches_per_unit": 39}, "option patches_per_unit .39. must be at least 4 x n_neighbors"),
-    ("sanet", {"image_size": 0}, "option image_size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "method, overrides, message",
+    [
+        ("kmeans", {"n_init": 0}, "option n_init must be >= 1"),
+        ("kmeans", {"pca_components": -3}, "option pca_components must be >= 1"),
+        ("gmm", {"k_max": 1}, "option k_max must be >= 2"),
+        ("spectral", {"n_neighbors": 0}, "option n_neighbors must be >= 1"),
+        ("spectral", {"vote_neighbors": 0}, "option vote_neighbors must be >= 1"),
+        ("depict", {"dropout": 1.0}, r"option dropout must be in \[0, 1\)"),
+        ("depict", {"batch_size": 0}, "option batch_size must be >= 1"),
+        ("depict", {"pretrain_patience": 0}, "option pretrain_patience must be >= 1"),
+        ("gatcluster", {"grad_clip": -1.0}, "option grad_clip must be >= 0"),
+        ("gatcluster", {"flip": 1.5}, r"option flip must be in \[0, 1\]"),
+        ("gatcluster", {"weight_entropy": -1.0}, "option weight_entropy must be >= 0"),
+        ("gatcluster", {"scale_min": 1.3}, "option scale_min .1.3. must not exceed scale_max .1.2."),
+        ("sanet", {"n_neighbors": 1}, "option n_neighbors must be >= 2"),
+        ("sanet", {"k_max": 1}, "option k_max must be >= 2"),
+        ("sanet", {"keep_fraction": 0.0}, r"option keep_fraction must be in \(0, 1\]"),
+        ("sanet", {"ridge": 0.0}, "option ridge must be > 0"),
+        ("sanet", {"patches_per_unit": 39}, "option patches_per_unit .39. must be at least 4 x n_neighbors"),
+        ("sanet", {"image_size": 0}, "option image_size must be >= 1"),
+    ],
+)
 def test_every_range_is_refused(method, overrides, message):
     with pytest.raises(InputError, match=f"^{method}: {message}"):
         build_config(available_methods()[method].Config, overrides, method)
@@ -148,7 +170,10 @@ def test_boundary_values_and_nulls_are_accepted():
     from clusterkit.methods.sanet import SANetConfig
 
     assert build_config(DepictConfig, {"epochs": 0, "holdout": 0.0, "dropout": 0.0}, "depict").epochs == 0
-    assert build_config(SANetConfig, {"working_size": 4, "keep_fraction": 1.0, "image_size": None}, "sanet").working_size == 4
+    assert (
+        build_config(SANetConfig, {"working_size": 4, "keep_fraction": 1.0, "image_size": None}, "sanet").working_size
+        == 4
+    )
     assert build_config(SANetConfig, {"working_size": "auto", "channels": 3}, "sanet").channels == 3
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
-from clusterkit.methods.factory import load_model
+from clusterkit.algorithms.path_integral import path_integral_clustering
 from clusterkit.data import ImageSet, load_images
-from clusterkit.errors import InputError
 from clusterkit.engine.context import FitContext
+from clusterkit.errors import InputError
 from clusterkit.methods.depict import Depict, _Targets
+from clusterkit.methods.factory import load_model
 from clusterkit.metrics import cluster_acc
 from clusterkit.nn.autoencoder import ConvAutoencoder
-from clusterkit.algorithms.path_integral import path_integral_clustering
 
 # A reduced schedule for tests; the defaults and their sources: docs/methods.md.
 FAST = {"pretrain_epochs": 2, "init_epochs": 1, "epochs": 3, "feature_maps": 16, "init": "kmeans", "kmeans_n_init": 2}
@@ -107,10 +109,10 @@ def _assert_kept_where_the_objective_stopped_falling(steps: list[dict]) -> None:
     """The folding rule: each try raises min_size; the objective falls strictly up to the one kept
     partition, and the try after it (if any) did not fall, so the kept one is the lowest tried."""
     sizes = [step["min_size"] for step in steps]
-    assert all(a < b for a, b in zip(sizes, sizes[1:])), sizes
+    assert all(a < b for a, b in itertools.pairwise(sizes)), sizes
     (kept,) = [i for i, step in enumerate(steps) if step["kept"]]
     objectives = [step["objective"] for step in steps]
-    assert all(a > b for a, b in zip(objectives[:kept], objectives[1 : kept + 1])), objectives
+    assert all(a > b for a, b in itertools.pairwise(objectives[: kept + 1])), objectives
     assert kept == len(steps) - 1 or not objectives[kept + 1] < objectives[kept], objectives
     assert objectives[kept] == min(objectives), objectives
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from clusterkit.methods.factory import load_model
 from clusterkit.data.loading import load_images
-from clusterkit.methods.base import ClusterMethod
 from clusterkit.engine.optim import ClippedAdam
+from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.factory import load_model
 from clusterkit.methods.gatcluster import (
     GATCluster,
     GATClusterConfig,
@@ -22,7 +22,7 @@ from clusterkit.metrics import cluster_acc
 
 # A few outer iterations of a narrow network: enough to beat chance clearly, in seconds. No flips:
 # a mirrored digit is another glyph, so flip invariance only slows down such a short run.
-FAST = dict(epochs=4, big_batch=1000, repeats=4, width=16, convs_per_block=2, flip=0.0)
+FAST = {"epochs": 4, "big_batch": 1000, "repeats": 4, "width": 16, "convs_per_block": 2, "flip": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +103,12 @@ def test_rgb_input_trains_on_luminance():
     rng = np.random.default_rng(0)
     from clusterkit.data.samples import ImageSet
 
-    images = ImageSet(paths=[f"{i}.png" for i in range(40)], pixels=rng.integers(0, 255, (40, 3, 20, 20), dtype=np.uint8))
-    model = GATCluster(k=3, seed=0, device="cpu", epochs=1, big_batch=40, batch_size=8, repeats=1, width=4,
-                       convs_per_block=1).fit(images)
+    images = ImageSet(
+        paths=[f"{i}.png" for i in range(40)], pixels=rng.integers(0, 255, (40, 3, 20, 20), dtype=np.uint8)
+    )
+    model = GATCluster(
+        k=3, seed=0, device="cpu", epochs=1, big_batch=40, batch_size=8, repeats=1, width=4, convs_per_block=1
+    ).fit(images)
     assert model.net_.backbone.features[0].in_channels == 1
     probs = model.predict_proba(images)
     assert probs.shape == (40, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)

@@ -20,10 +20,23 @@ FAST: dict[str, dict] = {
     "kmeans": {"n_init": 2},
     "spectral": {"n_init": 2},
     "gmm": {"n_init": 1},
-    "depict": {"pretrain_epochs": 2, "init_epochs": 1, "epochs": 2, "feature_maps": 8, "init": "kmeans",
-               "kmeans_n_init": 1},
-    "gatcluster": {"epochs": 2, "big_batch": 120, "batch_size": 32, "repeats": 1, "width": 8,
-                   "convs_per_block": 1, "flip": 0.0},
+    "depict": {
+        "pretrain_epochs": 2,
+        "init_epochs": 1,
+        "epochs": 2,
+        "feature_maps": 8,
+        "init": "kmeans",
+        "kmeans_n_init": 1,
+    },
+    "gatcluster": {
+        "epochs": 2,
+        "big_batch": 120,
+        "batch_size": 32,
+        "repeats": 1,
+        "width": 8,
+        "convs_per_block": 1,
+        "flip": 0.0,
+    },
     "sanet": {"subset_size": 100, "patches_per_unit": 1000, "units": 2, "restarts": 1},
 }
 
@@ -37,8 +50,10 @@ def images():
 
 def _options(name: str) -> dict:
     if name not in FAST:
-        pytest.fail(f"method {name!r} is registered but has no FAST options in tests/test_methods_contract.py; "
-                    "add a tiny training budget for it there")
+        pytest.fail(
+            f"method {name!r} is registered but has no FAST options in tests/test_methods_contract.py; "
+            "add a tiny training budget for it there"
+        )
     return FAST[name]
 
 
@@ -60,7 +75,7 @@ def test_every_method_has_fast_options():
 
 
 def test_fit_returns_self_and_sets_labels(fitted):
-    name, model, returned = fitted
+    _, model, returned = fitted
     assert returned is model
     labels = np.asarray(model.labels_)
     assert labels.shape == (N,)

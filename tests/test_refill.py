@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from clusterkit.data import load_images
 from clusterkit.algorithms.refill import plan_splits
-from clusterkit.nn.heads import predicted_clusters, split_linear_head
+from clusterkit.data import load_images
 from clusterkit.metrics import cluster_acc
+from clusterkit.nn.heads import predicted_clusters, split_linear_head
 
 
 def _digits(*classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +60,7 @@ def test_the_split_head_predicts_the_split_and_keeps_every_other_image():
         head.weight[0] = features[truth != 2].mean(0)
         head.weight[1] = features[truth == 2].mean(0)
         head.weight[2] = -features.mean(0)
-        head.bias.copy_(-0.5 * (head.weight ** 2).sum(1))  # nearest centroid
+        head.bias.copy_(-0.5 * (head.weight**2).sum(1))  # nearest centroid
     before = features @ head.weight.T.detach() + head.bias.detach()
     assert set(before.argmax(1).tolist()) == {0, 1}
     (split,) = plan_splits(before.argmax(1).numpy(), x, k=3, seed=0)

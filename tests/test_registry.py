@@ -72,7 +72,7 @@ def test_finding_kmeans_imports_no_deep_method_nor_torchvision():
         print(",".join(m for m in heavy if m in sys.modules) or "none")
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "none"
 

@@ -12,8 +12,7 @@ from clusterkit.data.samples import ImageSet
 from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import get_method_class
-from clusterkit.methods.sanet import describe_images, working_sizes, with_missing
-from clusterkit.metrics import cluster_acc
+from clusterkit.methods.sanet import describe_images, with_missing, working_sizes
 from clusterkit.methods.sanet.blocks import (
     BLANK,
     INK,
@@ -29,6 +28,7 @@ from clusterkit.methods.sanet.blocks import (
 )
 from clusterkit.methods.sanet.layers import SpectralLayer
 from clusterkit.methods.sanet.units import sample_patches, spectral_filters
+from clusterkit.metrics import cluster_acc
 
 # Small but real: 3 units of 8 filters, fitted once (no restarts) on 1,200 digits, in a few seconds on one core.
 FAST = {"subset_size": 600, "patches_per_unit": 3000, "units": 3, "restarts": 1}
@@ -129,8 +129,10 @@ def test_predict_on_held_out_images(fitted, digits):
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
     # The held-out images follow the training clusters: map clusters to classes on the training set.
     train_labels = np.asarray(digits.labels[:N_TRAIN])
-    to_class = {c: max(set(train_labels[fitted.labels_ == c]), key=list(train_labels[fitted.labels_ == c]).count)
-                for c in np.unique(fitted.labels_)}
+    to_class = {
+        c: max(set(train_labels[fitted.labels_ == c]), key=list(train_labels[fitted.labels_ == c]).count)
+        for c in np.unique(fitted.labels_)
+    }
     predicted = np.array([to_class[c] for c in proba.argmax(axis=1)])
     assert (predicted == np.asarray(held_out.labels)).mean() > 0.7
 
@@ -191,7 +193,9 @@ def test_upscaled_digits_are_analysed_at_the_smaller_working_size(digits, tmp_pa
 def test_auto_k_compares_every_working_size_at_the_input_sizes_k(digits):
     upscaled = resample(digits.subset(range(400)), 16)
     model = get_method_class("sanet")(k="auto", seed=0, device="cpu", **{**FAST, "subset_size": 400}).fit(upscaled)
-    at_input = get_method_class("sanet")(k="auto", seed=0, device="cpu", working_size=16, **{**FAST, "subset_size": 400})
+    at_input = get_method_class("sanet")(
+        k="auto", seed=0, device="cpu", working_size=16, **{**FAST, "subset_size": 400}
+    )
     assert model.k_ == at_input.fit(upscaled).k_
     assert len(model.fit_info()["working_size_cuts"]) == 2
 
@@ -202,7 +206,7 @@ def test_same_seed_same_clustering(digits):
     first = get_method_class("sanet")(k=10, seed=3, device="cpu", **options).fit(images)
     second = get_method_class("sanet")(k=10, seed=3, device="cpu", **options).fit(images)
     assert np.array_equal(first.labels_, second.labels_)
-    for a, b in zip(first.layers_, second.layers_):
+    for a, b in zip(first.layers_, second.layers_, strict=True):
         assert torch.equal(a.filters, b.filters)
 
 
@@ -245,7 +249,7 @@ def test_positions_are_drawn_once_each_where_the_maps_hold_few(digits):
     from clusterkit.methods.sanet.units import _draw_positions
 
     img, ys, xs = _draw_positions((2, 8, 8), 8000, torch.Generator().manual_seed(0))
-    assert len(set(zip(img.tolist(), ys.tolist(), xs.tolist()))) == len(img) == 128
+    assert len(set(zip(img.tolist(), ys.tolist(), xs.tolist(), strict=True))) == len(img) == 128
     maps = torch.from_numpy(digits.pixels[:2]).float() / 255.0
     assert 0 < len(sample_patches([maps], 2, 5, 8000, torch.Generator().manual_seed(0))) <= 128
     many = _draw_positions((2000, 8, 8), 8000, torch.Generator().manual_seed(0))  # 128,000 positions
@@ -323,11 +327,15 @@ def test_trimming_counts_the_pairs_informative_blocks_only():
     few = blank.clone()
     few[:, 4:] = True
     vectors[1, :4] = torch.tensor([0.1, 0.1, 0.1, 5.0])[:, None]
-    dist = robust_distances(Blocks(vectors[:1], few[:1]), Blocks(vectors, few), torch.tensor([[1]]), 0.75, torch.device("cpu"))
+    dist = robust_distances(
+        Blocks(vectors[:1], few[:1]), Blocks(vectors, few), torch.tensor([[1]]), 0.75, torch.device("cpu")
+    )
     assert dist[0, 0].item() == pytest.approx(0.03, rel=1e-3)
     # No informative block at all: infinite distance (robust_neighbors caps it).
     none = torch.ones(2, 16, dtype=torch.bool)
-    dist = robust_distances(Blocks(vectors[:1], none[:1]), Blocks(vectors, none), torch.tensor([[1]]), 0.75, torch.device("cpu"))
+    dist = robust_distances(
+        Blocks(vectors[:1], none[:1]), Blocks(vectors, none), torch.tensor([[1]]), 0.75, torch.device("cpu")
+    )
     assert torch.isinf(dist[0, 0])
 
 
@@ -471,19 +479,49 @@ def test_exhaustive_search_equals_reranking_every_image(fitted, monkeypatch, bla
     reference = robust_distances(blocks, blocks, everyone, 0.75, torch.device("cpu"), blank_blocks)
     reference = reference.masked_fill(torch.eye(300, dtype=torch.bool), float("inf")).topk(10, largest=False)
     monkeypatch.setattr(blocks_module, "RERANK_ELEMENTS", 16 * 64**2)  # 22-row chunks, the last one partial
-    dist, idx = robust_neighbors(blocks, blocks, fitted.projection_, 10, 10**9, 0.75, torch.device("cpu"),
-                                 "sklearn", exclude_self=True, blank_blocks=blank_blocks)
+    dist, idx = robust_neighbors(
+        blocks,
+        blocks,
+        fitted.projection_,
+        10,
+        10**9,
+        0.75,
+        torch.device("cpu"),
+        "sklearn",
+        exclude_self=True,
+        blank_blocks=blank_blocks,
+    )
     assert np.allclose(dist, reference.values.sqrt().numpy(), rtol=1e-4, atol=1e-5)
     assert (idx == reference.indices.numpy()).mean() > 0.99  # ties may order differently
     # Fewer queries than rows (what assign does): the first 100 images against all 300.
     queries = Blocks(blocks.vectors[:100], blocks.state[:100])
-    dist, idx = robust_neighbors(queries, blocks, fitted.projection_, 10, 10**9, 0.75, torch.device("cpu"),
-                                 "sklearn", exclude_self=False, blank_blocks=blank_blocks)
+    dist, idx = robust_neighbors(
+        queries,
+        blocks,
+        fitted.projection_,
+        10,
+        10**9,
+        0.75,
+        torch.device("cpu"),
+        "sklearn",
+        exclude_self=False,
+        blank_blocks=blank_blocks,
+    )
     expected = robust_distances(queries, blocks, everyone[:100], 0.75, torch.device("cpu"), blank_blocks)
     assert np.allclose(dist, expected.topk(10, largest=False).values.sqrt().numpy(), rtol=1e-4, atol=1e-5)
     # Queries that are training rows find themselves at distance exactly 0 (assign's exact match).
-    dist, idx = robust_neighbors(blocks, blocks, fitted.projection_, 1, 10**9, 0.75, torch.device("cpu"),
-                                 "sklearn", exclude_self=False, blank_blocks=blank_blocks)
+    dist, idx = robust_neighbors(
+        blocks,
+        blocks,
+        fitted.projection_,
+        1,
+        10**9,
+        0.75,
+        torch.device("cpu"),
+        "sklearn",
+        exclude_self=False,
+        blank_blocks=blank_blocks,
+    )
     assert (dist[:, 0] == 0).all() and (idx[:, 0] == np.arange(300)).all()
 
 
@@ -511,7 +549,9 @@ def test_training_table_is_projected_once_per_model(digits, monkeypatch):
     computed once (two searches with `inferred` blanks, then two `assign` calls), not per search."""
     sizes = []
     original = Projection.__call__
-    monkeypatch.setattr(Projection, "__call__", lambda self, blocks: sizes.append(len(blocks)) or original(self, blocks))
+    monkeypatch.setattr(
+        Projection, "__call__", lambda self, blocks: sizes.append(len(blocks)) or original(self, blocks)
+    )
     images = digits.subset(range(400))
     options = {**FAST, "subset_size": 200, "blank_blocks": "inferred", "candidates": 30}
     model = get_method_class("sanet")(k=10, seed=0, device="cpu", **options).fit(images)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from clusterkit.errors import InputError
 from clusterkit.algorithms.neighbors import knn
 from clusterkit.algorithms.spectral import (
     eigengap_k,
@@ -17,6 +16,7 @@ from clusterkit.algorithms.spectral import (
     relaxed_cut,
     spectral_embedding,
 )
+from clusterkit.errors import InputError
 
 
 def blobs(n_per=60, centers=((0, 0), (10, 0), (0, 10)), seed=0):
@@ -99,7 +99,7 @@ def test_k_beyond_the_distinct_images_is_refused(method):
 
 def two_triangles_joined_by_one_edge() -> sp.csr_matrix:
     edges = [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5), (2, 3)]
-    rows, cols = zip(*edges)
+    rows, cols = zip(*edges, strict=True)
     w = sp.coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(6, 6))
     return (w + w.T).tocsr()
 

@@ -75,8 +75,12 @@ class PathIntegralClustering:
         self.member = member
         self.clusters = {c: np.flatnonzero(member == c) for c in range(member.max() + 1)}
         self.own = {c: self._integral(members) for c, members in self.clusters.items()}
-        self.heap = [(-self._gain(self.clusters, self.own, i, j), i, j)
-                     for i in self.clusters for j in self._linked(self.member, self.clusters, i) if i < j]
+        self.heap = [
+            (-self._gain(self.clusters, self.own, i, j), i, j)
+            for i in self.clusters
+            for j in self._linked(self.member, self.clusters, i)
+            if i < j
+        ]
         heapq.heapify(self.heap)
 
     def _integral(self, c: np.ndarray) -> float:

@@ -47,7 +47,10 @@ def plan_splits(labels: np.ndarray, features: np.ndarray, k: int, seed: int, n_i
         mover = int(np.argmin(np.bincount(kmeans.labels_, minlength=2)))
         toward, away = kmeans.cluster_centers_[mover], kmeans.cluster_centers_[1 - mover]
         normal = toward - away
-        splits.append(Split(int(empty), int(donor), members[kmeans.labels_ == mover], normal,
-                            float(-normal @ (toward + away) / 2)))
+        splits.append(
+            Split(
+                int(empty), int(donor), members[kmeans.labels_ == mover], normal, float(-normal @ (toward + away) / 2)
+            )
+        )
         labels[splits[-1].moved] = empty
     return splits

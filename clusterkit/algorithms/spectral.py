@@ -10,8 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 
-from clusterkit.errors import InputError
 from clusterkit.algorithms.neighbors import Backend, knn
+from clusterkit.errors import InputError
 
 
 def knn_affinity(
@@ -47,9 +47,7 @@ def normalized_laplacian(affinity: sp.spmatrix) -> sp.csr_matrix:
 DENSE_COMPONENT = 256  # components this small are solved densely (a few hundred KiB at most)
 
 
-def spectral_embedding(
-    affinity: sp.spmatrix, n_components: int, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def spectral_embedding(affinity: sp.spmatrix, n_components: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The `n_components` eigenvectors of L_sym with smallest eigenvalues, and those eigenvalues.
 
     A kNN graph is often disconnected, and then eigenvalue 0 is repeated once per component, which a

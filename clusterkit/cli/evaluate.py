@@ -13,7 +13,9 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    assignments: Path = typer.Argument(..., metavar="ASSIGNMENTS", help="CSV with path,cluster (from `fit` or `assign`)."),
+    assignments: Path = typer.Argument(
+        ..., metavar="ASSIGNMENTS", help="CSV with path,cluster (from `fit` or `assign`)."
+    ),
     labels: Path = typer.Option(..., "--labels", help="CSV with path,label."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Score only the paths in both files."),

@@ -68,6 +68,11 @@ def _print_summary(metrics: dict[str, Any]) -> None:
     for key in ("k", "acc", "nmi", "ari", "seconds", "device"):
         if key in metrics:
             table.add_column(key, justify="right")
-    table.add_row(*(f"{metrics[key]:.3f}" if isinstance(metrics[key], float) else str(metrics[key])
-                    for key in ("k", "acc", "nmi", "ari", "seconds", "device") if key in metrics))
+    table.add_row(
+        *(
+            f"{metrics[key]:.3f}" if isinstance(metrics[key], float) else str(metrics[key])
+            for key in ("k", "acc", "nmi", "ari", "seconds", "device")
+            if key in metrics
+        )
+    )
     console.stderr_console().print(table)

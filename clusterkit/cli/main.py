@@ -11,9 +11,8 @@ import sys
 
 import typer
 
-from clusterkit.errors import ClusterkitError
-
 from clusterkit.cli import assign, datasets, evaluate, fit, methods
+from clusterkit.errors import ClusterkitError
 
 app = typer.Typer(
     name="clusterkit",
@@ -35,7 +34,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show versions and CUDA status."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show versions and CUDA status."
+    ),
 ) -> None:
     """clusterkit: unsupervised image clustering."""
 

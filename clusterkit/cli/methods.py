@@ -14,7 +14,9 @@ def register(app: typer.Typer) -> None:
 
 
 def list_methods(
-    name: str | None = typer.Argument(None, metavar="NAME", help="A method: list each of its options with constraint and help."),
+    name: str | None = typer.Argument(
+        None, metavar="NAME", help="A method: list each of its options with constraint and help."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (a list; with NAME, one object)."),
 ) -> None:
     """List the clustering methods with their descriptions and default options, or one method's options."""
@@ -28,8 +30,15 @@ def list_methods(
     rows = []
     for method, cls in available_methods().items():
         defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
-        rows.append({"name": method, "description": cls.description, "uses_engine": cls.uses_engine,
-                     "auto_k": cls.supports_auto_k, "defaults": defaults})
+        rows.append(
+            {
+                "name": method,
+                "description": cls.description,
+                "uses_engine": cls.uses_engine,
+                "auto_k": cls.supports_auto_k,
+                "defaults": defaults,
+            }
+        )
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -55,7 +64,9 @@ def _describe_method(name: str, as_json: bool) -> None:
     rows += [(o["name"], _shown(o["default"]), o["constraint"] or "-", o["help"]) for o in options]
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     for row in rows:
-        typer.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
+        typer.echo(
+            "  " + "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        )
 
 
 def _shown(value: Any) -> str:

@@ -10,9 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from clusterkit.outputs.run import HISTORY_NAME
 from clusterkit.io import atomic_write_text
-
+from clusterkit.outputs.run import HISTORY_NAME
 
 
 class History:

@@ -30,7 +30,7 @@ def load_train_state(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"nothing to resume: {path} does not exist (start without --resume)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
+    except Exception as exc:  # noqa: BLE001  # torch raises many types for a damaged file
         raise InputError(f"cannot resume from {path}: unreadable ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("format_version") != FORMAT_VERSION:
         raise InputError(f"cannot resume from {path}: not a clusterkit training state of format {FORMAT_VERSION}")

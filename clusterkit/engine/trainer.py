@@ -20,7 +20,6 @@ import torch.distributed as dist
 from torch import nn
 
 from clusterkit import console
-from clusterkit.errors import InputError
 from clusterkit.data.samples import Samples
 from clusterkit.engine.batches import DeviceData
 from clusterkit.engine.context import FitContext
@@ -31,6 +30,7 @@ from clusterkit.engine.phase import EpochContext, Phase
 from clusterkit.engine.precision import Precision
 from clusterkit.engine.seeding import capture_rng, derived_seed, restore_rng, seed_everything
 from clusterkit.engine.state import load_train_state, save_train_state
+from clusterkit.errors import InputError
 from clusterkit.outputs.run import STATE_NAME
 
 # Progress text is refreshed at most this often (reading loss values syncs the GPU).
@@ -149,7 +149,12 @@ class Trainer:
             console.info(f"{phase.name}: done in {time.perf_counter() - start:.1f} s")
 
     def _train_epoch(
-        self, ctx: EpochContext, phase: Phase, module: nn.Module, optimizer: torch.optim.Optimizer, bar: console.ProgressTask
+        self,
+        ctx: EpochContext,
+        phase: Phase,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        bar: console.ProgressTask,
     ) -> tuple[dict[str, float], float]:
         batches = phase.batches(ctx) if phase.batches is not None else ctx.shuffled(phase.batch_size)
         sums: dict[str, torch.Tensor] = {}
@@ -174,7 +179,7 @@ class Trainer:
             dist.all_reduce(means)
             means /= self.env.world_size
             images *= self.env.world_size
-        terms = dict(zip(sorted(sums), means.tolist()))
+        terms = dict(zip(sorted(sums), means.tolist(), strict=True))
         return terms, images / max(time.perf_counter() - start, 1e-9)
 
     def _wrap(self, module: nn.Module) -> nn.Module:
@@ -248,6 +253,6 @@ class Trainer:
                 console.warn("resumed with a different number of processes: training continues, not bit-identically")
         return saved
 
+
 def _shown(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "phase"}
-

@@ -39,7 +39,7 @@ class ClusterMethod(ABC):
         self.predict_batch_size = 256  # samples per forward pass when predicting (`assign --batch-size`)
 
     # --- learning -------------------------------------------------------------------------
-    def fit(self, samples: Samples, context: FitContext | None = None) -> "ClusterMethod":
+    def fit(self, samples: Samples, context: FitContext | None = None) -> ClusterMethod:
         self.fitted_ = False  # until _fit returns: a fit that failed half-way leaves no usable model
         self._check_kind(samples)
         self.k_ = self.check_k(len(samples))
@@ -83,8 +83,13 @@ class ClusterMethod(ABC):
     def resume_fingerprint(self) -> dict[str, Any]:
         """What a resumed training run must share with the saved one; any `*epochs` budget may grow."""
         settings = {key: value for key, value in config_to_dict(self.config).items() if not key.endswith("epochs")}
-        return {"method": self.name, "k": int(self.k_), "seed": self.seed, "shape": list(self.input_shape_),
-                "config": settings}
+        return {
+            "method": self.name,
+            "k": int(self.k_),
+            "seed": self.seed,
+            "shape": list(self.input_shape_),
+            "config": settings,
+        }
 
     # --- checks ---------------------------------------------------------------------------
     def check_fitted(self) -> None:
@@ -131,17 +136,20 @@ class ClusterMethod(ABC):
         from clusterkit.outputs.checkpoint import write_checkpoint
 
         self.check_fitted()
-        write_checkpoint(path, {
-            "method": self.name,
-            "k": int(self.k_),
-            "seed": int(self.seed),
-            "config": config_to_dict(self.config),
-            "input": {"kind": self.input_kind, "shape": [int(s) for s in self.input_shape_]},
-            "state": self.state_dict(),
-        })
+        write_checkpoint(
+            path,
+            {
+                "method": self.name,
+                "k": int(self.k_),
+                "seed": int(self.seed),
+                "config": config_to_dict(self.config),
+                "input": {"kind": self.input_kind, "shape": [int(s) for s in self.input_shape_]},
+                "state": self.state_dict(),
+            },
+        )
 
     @staticmethod
-    def load(path: str | Path) -> "ClusterMethod":
+    def load(path: str | Path) -> ClusterMethod:
         from clusterkit.methods.factory import load_model
 
         return load_model(path)

@@ -14,12 +14,18 @@ import numpy as np
 import torch
 
 from clusterkit import console
+from clusterkit.algorithms.neighbors import knn_query
+from clusterkit.algorithms.spectral import (
+    check_distinct,
+    distinct_rows,
+    knn_affinity,
+    neighbor_vote,
+    spectral_partition,
+)
 from clusterkit.config import MethodConfig, option
 from clusterkit.data.samples import ImageSet
-from clusterkit.errors import InputError
-from clusterkit.algorithms.neighbors import knn_query
-from clusterkit.algorithms.spectral import check_distinct, distinct_rows, knn_affinity, neighbor_vote, spectral_partition
 from clusterkit.engine.context import FitContext
+from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import register
 
@@ -30,7 +36,9 @@ AUTO_K_SAMPLE = 3000  # images used to score each candidate k: keeps `--k auto` 
 class ClassicalConfig(MethodConfig):
     """Defaults are scikit-learn's usual ones (k-means++ with 10 restarts) unless docs/methods.md says otherwise."""
 
-    features: Literal["pixels", "pca"] = option("pixels", "'pixels' (the flattened image) or 'pca' (its first pca_components)")
+    features: Literal["pixels", "pca"] = option(
+        "pixels", "'pixels' (the flattened image) or 'pca' (its first pca_components)"
+    )
     pca_components: int = option(50, "principal components kept with features=pca", low=1)
     k_max: int = option(20, "largest k tried by --k auto", low=2)
     n_init: int = option(10, "k-means restarts, the best one kept (gmm: EM restarts, a fifth of it)", low=1)
@@ -232,7 +240,10 @@ class SpectralMethod(_ClassicalMethod):
         return neighbor_vote(dist, idx, self.train_labels_, self.k_)
 
     def _model_state(self) -> dict[str, Any]:
-        return {"train_features": torch.from_numpy(self.train_features_), "train_labels": torch.from_numpy(self.train_labels_)}
+        return {
+            "train_features": torch.from_numpy(self.train_features_),
+            "train_labels": torch.from_numpy(self.train_labels_),
+        }
 
     def _load_model_state(self, state: dict[str, Any]) -> None:
         self.train_features_ = state["train_features"].numpy()
@@ -243,8 +254,12 @@ class SpectralMethod(_ClassicalMethod):
 class GMMConfig(ClassicalConfig):
     """A full-covariance mixture needs far fewer dimensions than pixels: PCA by default."""
 
-    features: Literal["pixels", "pca"] = option("pca", "'pixels' (the flattened image) or 'pca' (its first pca_components)")
-    covariance_type: Literal["full", "diag", "tied", "spherical"] = option("full", "scikit-learn's covariance_type of each component")
+    features: Literal["pixels", "pca"] = option(
+        "pca", "'pixels' (the flattened image) or 'pca' (its first pca_components)"
+    )
+    covariance_type: Literal["full", "diag", "tied", "spherical"] = option(
+        "full", "scikit-learn's covariance_type of each component"
+    )
 
 
 @register

@@ -24,19 +24,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from clusterkit import console
+from clusterkit.algorithms.path_integral import PathIntegralClustering
+from clusterkit.algorithms.refill import plan_splits
+from clusterkit.algorithms.spectral import knn_affinity, partition, spectral_embedding
 from clusterkit.config import MethodConfig, option
 from clusterkit.data.samples import ImageSet
-from clusterkit.algorithms.refill import plan_splits
 from clusterkit.engine import Batch, EpochContext, FitContext, Phase, Trainer, resolve_device
 from clusterkit.engine.predict import predict_batches
 from clusterkit.errors import InputError
 from clusterkit.losses import frequency_prior_objective, layerwise_reconstruction, prior_targets, soft_cross_entropy
-from clusterkit.nn.autoencoder import ConvAutoencoder
-from clusterkit.nn.heads import predicted_clusters, split_linear_head
-from clusterkit.algorithms.path_integral import PathIntegralClustering
-from clusterkit.algorithms.spectral import knn_affinity, partition, spectral_embedding
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import register
+from clusterkit.nn.autoencoder import ConvAutoencoder
+from clusterkit.nn.heads import predicted_clusters, split_linear_head
 
 # Target forms: (power, frequency exponent) of q ∝ p^power / f^exponent.
 _TARGETS = {"squared": (2.0, 1.0), "sqrt": (1.0, 0.5)}
@@ -47,30 +47,49 @@ class DepictConfig(MethodConfig):
     """Defaults follow the authors' released code (herandy/DEPICT) unless docs/methods.md says otherwise."""
 
     epochs: int = option(50, "cap on the cluster phase, which ends earlier once the targets Q converge (tol)", low=0)
-    pretrain_epochs: int = option(600, "cap on autoencoder pretraining (reconstruction only), early-stopped on the holdout", low=0)
-    holdout: float = option(0.1, "share of images left out of pretraining to early-stop it; 0 turns early stopping off",
-                            low=0, high=0.5, high_open=True)
-    pretrain_patience: int = option(100, "pretraining stops this many epochs after the held-out error's last new low", low=1)
+    pretrain_epochs: int = option(
+        600, "cap on autoencoder pretraining (reconstruction only), early-stopped on the holdout", low=0
+    )
+    holdout: float = option(
+        0.1,
+        "share of images left out of pretraining to early-stop it; 0 turns early stopping off",
+        low=0,
+        high=0.5,
+        high_open=True,
+    )
+    pretrain_patience: int = option(
+        100, "pretraining stops this many epochs after the held-out error's last new low", low=1
+    )
     init: Literal["pic", "spectral", "kmeans"] = option(
-        "pic", "how the clean embeddings are first clustered: AC-PIC, spectral clustering of their kNN graph, or k-means")
+        "pic",
+        "how the clean embeddings are first clustered: AC-PIC, spectral clustering of their kNN graph, or k-means",
+    )
     init_epochs: int = option(10, "warm-up epochs fitting the head to the initial hard clusters", low=0)
     spectral_neighbors: int = option(10, "kNN graph degree with init=spectral", low=1)
     pic_neighbors: int = option(20, "kNN digraph degree of AC-PIC (init=pic)", low=1)
-    pic_fold_outliers: bool = option(True, "fold AC-PIC's small outlier groups in while DEPICT's objective falls (ours)")
+    pic_fold_outliers: bool = option(
+        True, "fold AC-PIC's small outlier groups in while DEPICT's objective falls (ours)"
+    )
     batch_size: int = option(100, "images per optimizer step", low=1)
     lr: float = option(1e-4, "Adam learning rate of pretraining", low=0, low_open=True)
     cluster_lr: float = option(1e-3, "Adam learning rate of the init and cluster phases", low=0, low_open=True)
     feature_maps: int = option(50, "feature maps of each encoder conv layer", low=1)
-    dropout: float = option(0.1, "dropout on the input and the first conv layer of the noisy pass",
-                            low=0, high=1, high_open=True)
-    hidden_weight: float = option(0.1, "weight of the hidden layers' reconstruction errors (the input's weighs 1)", low=0)
+    dropout: float = option(
+        0.1, "dropout on the input and the first conv layer of the noisy pass", low=0, high=1, high_open=True
+    )
+    hidden_weight: float = option(
+        0.1, "weight of the hidden layers' reconstruction errors (the input's weighs 1)", low=0
+    )
     reconstruction_weight: float = option(1.0, "weight of the reconstruction loss in the joint objective", low=0)
     cluster_weight: float = option(1.0, "weight of the clustering cross-entropy in the joint objective", low=0)
     target: Literal["squared", "sqrt"] = option(
-        "squared", "target form: released code's p^2/f (DEC's) or the paper's p/sqrt(f)")
+        "squared", "target form: released code's p^2/f (DEC's) or the paper's p/sqrt(f)"
+    )
     target_update_interval: int = option(1, "epochs between recomputations of the targets Q", low=1)
     tol: float = option(1e-7, "clustering stops when the mean squared change of Q falls below this", low=0)
-    kmeans_n_init: int = option(40, "k-means++ restarts (init=kmeans, spectral's embedding, empty-cluster splits)", low=1)
+    kmeans_n_init: int = option(
+        40, "k-means++ restarts (init=kmeans, spectral's embedding, empty-cluster splits)", low=1
+    )
     mixed_precision: bool = option(True, "CUDA autocast (bf16, else fp16 with loss scaling); CPU runs stay float32")
 
 
@@ -80,7 +99,10 @@ class DepictNet(nn.Module):
     def __init__(self, in_channels: int, size: tuple[int, int], k: int, config: DepictConfig) -> None:
         super().__init__()
         self.autoencoder = ConvAutoencoder(
-            in_channels, size, embed_dim=k, channels=(config.feature_maps, config.feature_maps),
+            in_channels,
+            size,
+            embed_dim=k,
+            channels=(config.feature_maps, config.feature_maps),
             dropouts=(config.dropout, config.dropout, 0.0),
         )
         self.head = nn.Linear(k, k)
@@ -133,8 +155,15 @@ class _Targets:
 
     def state_dict(self) -> dict[str, Any]:
         cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
-        return {"initial": cpu(self.initial), "q": cpu(self.q), "probs": self.probs, "best_error": self.best_error,
-                "best_epoch": self.best_epoch, "best_weights": self.best_weights, "init_selection": self.init_selection}
+        return {
+            "initial": cpu(self.initial),
+            "q": cpu(self.q),
+            "probs": self.probs,
+            "best_error": self.best_error,
+            "best_epoch": self.best_epoch,
+            "best_weights": self.best_weights,
+            "init_selection": self.init_selection,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_error, self.best_epoch = state["best_error"], state["best_epoch"]
@@ -164,8 +193,13 @@ class Depict(ClusterMethod):
         cfg = self.config
         self._targets = _Targets()
         self._trainer = Trainer(
-            images, seed=self.seed, device=self.device, context=context, extra_state=self._targets,
-            fingerprint=self.resume_fingerprint(), mixed_precision=cfg.mixed_precision,
+            images,
+            seed=self.seed,
+            device=self.device,
+            context=context,
+            extra_state=self._targets,
+            fingerprint=self.resume_fingerprint(),
+            mixed_precision=cfg.mixed_precision,
         )
         self._targets.device = self._trainer.device
         self._train_rows, self._holdout_rows = self._split(len(images))
@@ -174,13 +208,37 @@ class Depict(ClusterMethod):
         pretrain = partial(torch.optim.Adam, lr=cfg.lr)
         joint = partial(torch.optim.Adam, lr=cfg.cluster_lr)
         phases = [
-            Phase("pretrain", cfg.pretrain_epochs, self._reconstruction_loss, pretrain,
-                  module=_Reconstructor(self.net_.autoencoder), batch_size=cfg.batch_size,
-                  batches=self._pretrain_batches, on_epoch_end=self._early_stop),
-            Phase("init", cfg.init_epochs, self._initial_loss, joint, module=self.net_, batch_size=cfg.batch_size,
-                  on_start=self._init_head, assign=self._predictions),
-            Phase("cluster", cfg.epochs, self._joint_loss, joint, module=self.net_, batch_size=cfg.batch_size,
-                  on_start=self._set_targets, on_epoch_end=self._update_targets, assign=self._assignments),
+            Phase(
+                "pretrain",
+                cfg.pretrain_epochs,
+                self._reconstruction_loss,
+                pretrain,
+                module=_Reconstructor(self.net_.autoencoder),
+                batch_size=cfg.batch_size,
+                batches=self._pretrain_batches,
+                on_epoch_end=self._early_stop,
+            ),
+            Phase(
+                "init",
+                cfg.init_epochs,
+                self._initial_loss,
+                joint,
+                module=self.net_,
+                batch_size=cfg.batch_size,
+                on_start=self._init_head,
+                assign=self._predictions,
+            ),
+            Phase(
+                "cluster",
+                cfg.epochs,
+                self._joint_loss,
+                joint,
+                module=self.net_,
+                batch_size=cfg.batch_size,
+                on_start=self._set_targets,
+                on_epoch_end=self._update_targets,
+                assign=self._assignments,
+            ),
         ]
         self._trainer.fit(self.net_, phases)
         self._fill_empty_clusters()
@@ -208,8 +266,9 @@ class Depict(ClusterMethod):
             rows = self._holdout_rows[start : start + self.predict_batch_size]
             x = _scaled(data.batch(rows).x)
             encoded = self.net_.autoencoder.encode(x)
-            error = layerwise_reconstruction(self.net_.autoencoder.decode(encoded.embedding), [x, *encoded.hidden],
-                                             self._layer_weights)
+            error = layerwise_reconstruction(
+                self.net_.autoencoder.decode(encoded.embedding), [x, *encoded.hidden], self._layer_weights
+            )
             total += float(error) * len(rows)
         return total / len(self._holdout_rows)
 
@@ -224,7 +283,9 @@ class Depict(ClusterMethod):
         stop = ctx.epoch + 1 - state.best_epoch >= self.config.pretrain_patience
         if (stop or ctx.epoch + 1 == self.config.pretrain_epochs) and state.best_weights is not None:
             self.net_.autoencoder.load_state_dict(state.best_weights)
-            console.info(f"pretrain: held-out error {state.best_error:.5f} at epoch {state.best_epoch}, weights restored")
+            console.info(
+                f"pretrain: held-out error {state.best_error:.5f} at epoch {state.best_epoch}, weights restored"
+            )
         return stop
 
     def _build(self) -> DepictNet:
@@ -315,8 +376,10 @@ class Depict(ClusterMethod):
         self._targets.init_selection[kept]["kept"] = True
         if len(self._targets.init_selection) > 1:
             steps = ", ".join(f"{s['min_size']}: {s['objective']:.5f}" for s in self._targets.init_selection)
-            console.info(f"init: AC-PIC minimum cluster sizes tried (size: DEPICT objective) {steps}; "
-                         f"kept {self._targets.init_selection[kept]['min_size']}")
+            console.info(
+                f"init: AC-PIC minimum cluster sizes tried (size: DEPICT objective) {steps}; "
+                f"kept {self._targets.init_selection[kept]['min_size']}"
+            )
         return labels
 
     def _initial_clusters(self, embeddings: np.ndarray) -> np.ndarray:
@@ -364,8 +427,10 @@ class Depict(ClusterMethod):
         for split in plan_splits(labels, embeddings.numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
             moved = split_linear_head(self.net_.head, split, embeddings)
             self._refilled.append({"cluster": split.empty, "donor": split.donor, "images": moved})
-            console.info(f"cluster: cluster {split.empty} ended empty; it takes {moved} images "
-                         f"of cluster {split.donor}, the largest")
+            console.info(
+                f"cluster: cluster {split.empty} ended empty; it takes {moved} images "
+                f"of cluster {split.donor}, the largest"
+            )
 
     def _assignments(self) -> np.ndarray:
         """Clusters at the last target update (the clean predictions), for the history's scores."""
@@ -382,8 +447,13 @@ class Depict(ClusterMethod):
 
     # --- inference & persistence ------------------------------------------------------------------
     def _predict_proba(self, images: ImageSet) -> np.ndarray:
-        probs = predict_batches(self.net_, lambda x: self.net_.clean_probs(_scaled(x)), images.pixels,
-                                self.predict_batch_size, resolve_device(self.device))
+        probs = predict_batches(
+            self.net_,
+            lambda x: self.net_.clean_probs(_scaled(x)),
+            images.pixels,
+            self.predict_batch_size,
+            resolve_device(self.device),
+        )
         return probs / probs.sum(axis=1, keepdims=True)
 
     def state_dict(self) -> dict[str, Any]:

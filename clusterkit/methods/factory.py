@@ -25,8 +25,9 @@ def load_model(path: str | Path, device: str = "auto", batch_size: int | None = 
     path, payload = read_checkpoint(path)
     method = payload.get("method")
     try:
-        model = create_method(str(method), k=payload["k"], seed=payload.get("seed", 0), device=device,
-                              **payload["config"])
+        model = create_method(
+            str(method), k=payload["k"], seed=payload.get("seed", 0), device=device, **payload["config"]
+        )
     except InputError as exc:
         raise InputError(f"checkpoint {path} does not fit this clusterkit's {method}: {exc}") from None
     except (KeyError, TypeError) as exc:
@@ -42,6 +43,7 @@ def load_model(path: str | Path, device: str = "auto", batch_size: int | None = 
         model.fitted_ = True
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a damaged or hand-edited checkpoint
         reason = (str(exc).strip().splitlines() or [""])[0]
-        raise InputError(f"checkpoint {path} is damaged or does not match its {method} model: "
-                         f"{type(exc).__name__} {reason}") from None
+        raise InputError(
+            f"checkpoint {path} is damaged or does not match its {method} model: {type(exc).__name__} {reason}"
+        ) from None
     return model

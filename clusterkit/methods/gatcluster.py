@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from clusterkit.data.augment import AugmentPolicy, BatchAugment
 from clusterkit.config import MethodConfig, Rule, option
+from clusterkit.data.augment import AugmentPolicy, BatchAugment
 from clusterkit.data.samples import ImageSet
 from clusterkit.engine import EpochContext, FitContext, Phase, Trainer, all_gather_with_grad, resolve_device
 from clusterkit.engine.distributed import shard
@@ -31,12 +31,12 @@ from clusterkit.losses import (
     prior_targets,
     probability_bce,
 )
+from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.registry import register
 from clusterkit.nn.attention import GaussianAttention
 from clusterkit.nn.batchnorm import recompute_batchnorm
 from clusterkit.nn.heads import label_head
 from clusterkit.nn.vgg import VGGBackbone
-from clusterkit.methods.base import ClusterMethod
-from clusterkit.methods.registry import register
 
 
 @dataclass
@@ -45,26 +45,36 @@ class GATClusterConfig(MethodConfig):
     repeats and width are ours, sized for a CPU budget of minutes (the official run is 6,000 outer
     iterations of 8 passes on a GPU). Augmentation ranges follow torchvision's conventions."""
 
-    epochs: int = option(150, "outer iterations: one big batch each, step 1 targets then step 2 sub-batch passes", low=1)
+    epochs: int = option(
+        150, "outer iterations: one big batch each, step 1 targets then step 2 sub-batch passes", low=1
+    )
     big_batch: int = option(1000, "B, images per outer iteration", low=1)
     batch_size: int = option(32, "images per optimizer step in step 2", low=1)
-    repeats: int = option(1, "passes of step 2 over the big batch (official 8; ours 1: more outer iterations instead)", low=1)
+    repeats: int = option(
+        1, "passes of step 2 over the big batch (official 8; ours 1: more outer iterations instead)", low=1
+    )
     lr: float = option(1e-3, "Adam learning rate", low=0, low_open=True)
-    grad_clip: float = option(10.0, "each gradient element is clipped to +-grad_clip before every Adam step; 0 turns it off",
-                              low=0)
+    grad_clip: float = option(
+        10.0, "each gradient element is clipped to +-grad_clip before every Adam step; 0 turns it off", low=0
+    )
     width: int = option(32, "channels of the first VGG block (doubled per block); half the official width", low=1)
     convs_per_block: int = option(3, "conv layers per VGG block", low=1)
     feature_dim: int = option(32, "channels of the backbone's final feature map", low=1)
-    attention_lambda: float = option(0.05, "scales the width of the Gaussian attention mask (official `lamda`)", low=0, low_open=True)
+    attention_lambda: float = option(
+        0.05, "scales the width of the Gaussian attention mask (official `lamda`)", low=0, low_open=True
+    )
     weight_similarity: float = option(5.0, "weight of the similarity (augmentation agreement) loss", low=0)
     weight_entropy: float = option(3.0, "weight of the cluster-balance entropy loss", low=0)
     weight_relation: float = option(1.0, "weight of the pairwise relation loss", low=0)
     weight_attention: float = option(5.0, "weight of the attention branch's loss", low=0)
     kmeans_restarts: int = option(20, "k-means restarts for the relation pseudo-labels", low=1)
     min_cluster_ratio: float = option(
-        0.1, "relation labels are dropped when a k-means cluster holds fewer than this x B / k images", low=0, high=1)
+        0.1, "relation labels are dropped when a k-means cluster holds fewer than this x B / k images", low=0, high=1
+    )
     grayscale: bool = option(True, "train on luminance, as the official code does for every data set")
-    precise_bn: bool = option(True, "set BatchNorm statistics on the clean images before each step 1 and after training")
+    precise_bn: bool = option(
+        True, "set BatchNorm statistics on the clean images before each step 1 and after training"
+    )
     flip: float = option(0.5, "probability of a horizontal flip", low=0, high=1)
     brightness: float = option(0.3, "brightness factor drawn from [1 - v, 1 + v]", low=0, high=1)
     contrast: float = option(0.3, "contrast factor drawn from [1 - v, 1 + v]", low=0, high=1)
@@ -74,14 +84,22 @@ class GATClusterConfig(MethodConfig):
     scale_min: float = option(0.8, "smallest zoom factor of the random affine", low=0, low_open=True)
     scale_max: float = option(1.2, "largest zoom factor of the random affine", low=0, low_open=True)
     shear: float = option(10.0, "x-shear drawn from [-v, v] degrees", low=0)
-    mixed_precision: bool = option(True, "bf16 autocast on CUDA (fp16 with loss scaling without bf16); CPU runs float32")
+    mixed_precision: bool = option(
+        True, "bf16 autocast on CUDA (fp16 with loss scaling without bf16); CPU runs float32"
+    )
 
     rules = (Rule("batch_size", "<=", "big_batch"), Rule("scale_min", "<=", "scale_max"))
 
     def augment_policy(self) -> AugmentPolicy:
         return AugmentPolicy(
-            flip=self.flip, brightness=self.brightness, contrast=self.contrast, hue=self.hue, degrees=self.degrees,
-            translate=self.translate, scale=(self.scale_min, self.scale_max), shear=self.shear,
+            flip=self.flip,
+            brightness=self.brightness,
+            contrast=self.contrast,
+            hue=self.hue,
+            degrees=self.degrees,
+            translate=self.translate,
+            scale=(self.scale_min, self.scale_max),
+            shear=self.shear,
         )
 
 
@@ -101,8 +119,11 @@ class GATClusterNet(nn.Module):
         super().__init__()
         width = config.width
         self.backbone = VGGBackbone(
-            in_channels, image_size, widths=(width, 2 * width, 4 * width),
-            convs_per_block=config.convs_per_block, out_dim=config.feature_dim,
+            in_channels,
+            image_size,
+            widths=(width, 2 * width, 4 * width),
+            convs_per_block=config.convs_per_block,
+            out_dim=config.feature_dim,
         )
         dim = config.feature_dim
         self.project = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.BatchNorm2d(dim))
@@ -152,7 +173,9 @@ def big_batch_indices(n: int, big_batch: int, epoch: int, seed: int) -> torch.Te
     return torch.tensor_split(order, parts)[epoch % parts]
 
 
-def relation_labels(attention_target: np.ndarray, k: int, restarts: int, min_ratio: float, seed: int) -> np.ndarray | None:
+def relation_labels(
+    attention_target: np.ndarray, k: int, restarts: int, min_ratio: float, seed: int
+) -> np.ndarray | None:
     """Same-cluster pseudo-labels from k-means on the attention targets (the official code's relation
     target), or None when a cluster is nearly empty (fewer than min_ratio * B / k images): then only
     each image with itself counts as a positive pair."""
@@ -206,7 +229,9 @@ class TwoStepSchedule:
         probs = self.predict(chosen)
         similarity_target = prior_targets(probs, power=1.0, freq_exponent=1.0)
         attention_target = prior_targets(probs, power=2.0, freq_exponent=1.0)
-        labels = relation_labels(attention_target.numpy(), self.k, cfg.kmeans_restarts, cfg.min_cluster_ratio, ctx.seed % 2**31)
+        labels = relation_labels(
+            attention_target.numpy(), self.k, cfg.kmeans_restarts, cfg.min_cluster_ratio, ctx.seed % 2**31
+        )
         labels_t = None if labels is None else torch.from_numpy(labels)
         # Step 2: `repeats` shuffled passes over the big batch, one augmented view per image.
         self.net.train()
@@ -245,13 +270,21 @@ class TwoStepSchedule:
             + cfg.weight_relation * relation
             + cfg.weight_attention * attention
         )
-        return {"loss": total, "similarity": similarity, "entropy": entropy, "relation": relation, "attention": attention}
+        return {
+            "loss": total,
+            "similarity": similarity,
+            "entropy": entropy,
+            "relation": relation,
+            "attention": attention,
+        }
 
 
 @register
 class GATCluster(ClusterMethod):
     name = "gatcluster"
-    description = "GATCluster (ECCV 2020): Gaussian-attention convnet with a softmax label layer, four self-learning tasks"
+    description = (
+        "GATCluster (ECCV 2020): Gaussian-attention convnet with a softmax label layer, four self-learning tasks"
+    )
     uses_engine = True
     Config = GATClusterConfig
 
@@ -264,7 +297,10 @@ class GATCluster(ClusterMethod):
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
         trainer = Trainer(
-            images, seed=self.seed, device=self.device, context=context,
+            images,
+            seed=self.seed,
+            device=self.device,
+            context=context,
             fingerprint=self.resume_fingerprint(),
             mixed_precision=cfg.mixed_precision,
         )
@@ -289,11 +325,13 @@ class GATCluster(ClusterMethod):
     @torch.no_grad()
     def _predict_proba(self, images: ImageSet) -> np.ndarray:
         """p_ori, the global branch's label distribution (no k-means afterwards)."""
+
         def global_branch(x: torch.Tensor) -> torch.Tensor:
             return self.net_(to_network_input(x, self.config.grayscale), attention=False)[0].float()
 
-        return predict_batches(self.net_, global_branch, images.pixels, self.predict_batch_size,
-                               resolve_device(self.device))
+        return predict_batches(
+            self.net_, global_branch, images.pixels, self.predict_batch_size, resolve_device(self.device)
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}

@@ -22,20 +22,20 @@ METHOD_MODULES = {
     "sanet": "clusterkit.methods.sanet",
 }
 
-METHODS: Registry[type["ClusterMethod"]] = Registry("method", METHOD_MODULES)
+METHODS: Registry[type[ClusterMethod]] = Registry("method", METHOD_MODULES)
 
 
-def register(cls: type["ClusterMethod"]) -> type["ClusterMethod"]:
+def register(cls: type[ClusterMethod]) -> type[ClusterMethod]:
     """Class decorator: the method under its `name`."""
     return METHODS.register(cls.name)(cls)
 
 
-def available_methods() -> dict[str, type["ClusterMethod"]]:
+def available_methods() -> dict[str, type[ClusterMethod]]:
     """Every method by name (imports every method module)."""
     return METHODS.all()
 
 
-def get_method_class(name: str) -> type["ClusterMethod"]:
+def get_method_class(name: str) -> type[ClusterMethod]:
     """One method's class, importing only its module."""
     return METHODS.get(name)
 

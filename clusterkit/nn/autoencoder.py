@@ -53,7 +53,7 @@ class ConvAutoencoder(nn.Module):
         self.convs = nn.ModuleList()
         self.deconvs = nn.ModuleList()
         previous = in_channels
-        for width, kernel, stride, pad in zip(channels, kernels, strides, paddings):
+        for width, kernel, stride, pad in zip(channels, kernels, strides, paddings, strict=True):
             self.convs.append(nn.Conv2d(previous, width, kernel, stride, pad))
             # The mirror maps this layer's output back to its input (the last one to tanh pixels).
             self.deconvs.insert(0, nn.ConvTranspose2d(width, previous, kernel, stride, pad))

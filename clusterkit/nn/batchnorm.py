@@ -32,6 +32,6 @@ def recompute_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor]) -> None
     net.train()
     for x in batches:
         net(x)
-    for layer, momentum in zip(layers, momenta):
+    for layer, momentum in zip(layers, momenta, strict=True):
         layer.momentum = momentum
     net.train(was_training)

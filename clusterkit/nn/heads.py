@@ -29,7 +29,7 @@ def predicted_clusters(head: nn.Linear, features: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def split_linear_head(head: nn.Linear, split: "Split", features: torch.Tensor) -> int:
+def split_linear_head(head: nn.Linear, split: Split, features: torch.Tensor) -> int:
     """Row `empty` of a linear softmax head := row `donor` + ε(normal, offset), so that among the
     donor's images the argmax follows the 2-means split. ε keeps every other image's argmax
     (half its smallest margin to the donor; exact ties are left out, ambiguous anyway), and
@@ -42,8 +42,9 @@ def split_linear_head(head: nn.Linear, split: "Split", features: torch.Tensor) -
     others = (logits.argmax(dim=1) != split.donor) & (side > 0)
     margin = logits[others].max(dim=1).values - logits[others, split.donor]
     ratio = margin[margin > 0] / side[others][margin > 0]
-    epsilon = min(1.0 / float(side.abs().max().clamp_min(1e-12)),
-                  0.5 * float(ratio.min()) if len(ratio) else float("inf"))
+    epsilon = min(
+        1.0 / float(side.abs().max().clamp_min(1e-12)), 0.5 * float(ratio.min()) if len(ratio) else float("inf")
+    )
     head.weight[split.empty] = (head.weight[split.donor].cpu() + epsilon * normal).to(head.weight)
     head.bias[split.empty] = (head.bias[split.donor].cpu() + epsilon * split.offset).to(head.bias)
     return int((predicted_clusters(head, features) == split.empty).sum())

@@ -20,7 +20,9 @@ def hard_assignments(proba: np.ndarray, labels: np.ndarray | None = None) -> tup
     return clusters, proba[np.arange(len(proba)), clusters]
 
 
-def _records(paths: list[str], proba: np.ndarray, clusters: np.ndarray, confidence: np.ndarray, probs: bool) -> Iterator[dict]:
+def _records(
+    paths: list[str], proba: np.ndarray, clusters: np.ndarray, confidence: np.ndarray, probs: bool
+) -> Iterator[dict]:
     for i, path in enumerate(paths):
         row = {"path": path, "cluster": int(clusters[i]), "confidence": round(float(confidence[i]), 6)}
         if probs:
@@ -49,8 +51,12 @@ def write_assignments(
         # A carriage return inside a path is not quoted under QUOTE_MINIMAL with a "\n" terminator,
         # and readers take it for a line end: then every text field is quoted.
         carriage = any("\r" in path for path in paths)
-        writer = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n",
-                                quoting=csv.QUOTE_NONNUMERIC if carriage else csv.QUOTE_MINIMAL)
+        writer = csv.DictWriter(
+            stream,
+            fieldnames=fields,
+            lineterminator="\n",
+            quoting=csv.QUOTE_NONNUMERIC if carriage else csv.QUOTE_MINIMAL,
+        )
         writer.writeheader()
         for record in records:
             writer.writerow(record)
@@ -59,4 +65,6 @@ def write_assignments(
 def read_assignments(path: str) -> dict[str, str]:
     from clusterkit.data.labels import read_path_table
 
-    return {key: row["cluster"].strip() for key, row in read_path_table(path, ("path", "cluster"), "assignments").items()}
+    return {
+        key: row["cluster"].strip() for key, row in read_path_table(path, ("path", "cluster"), "assignments").items()
+    }

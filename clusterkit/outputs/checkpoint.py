@@ -43,7 +43,7 @@ def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     path = resolve_checkpoint_path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged or foreign file
+    except Exception as exc:  # noqa: BLE001  # torch raises many types for a damaged or foreign file
         raise InputError(f"cannot read checkpoint {path}: not a clusterkit model ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path} is not a clusterkit model checkpoint")

@@ -82,7 +82,9 @@ class RunFolder:
             return
         if path.is_dir() and any(path.iterdir()) and not force:
             if self.is_run():
-                raise InputError(f"--out {path} holds a previous run; use --resume to continue it, or --force to overwrite it")
+                raise InputError(
+                    f"--out {path} holds a previous run; use --resume to continue it, or --force to overwrite it"
+                )
             raise InputError(f"--out {path} exists and is not empty; use --force to write into it anyway")
         if force:
             self._remove_run_files()

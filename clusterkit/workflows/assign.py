@@ -30,8 +30,13 @@ class Assignment:
         return self.proba.argmax(axis=1)
 
 
-def assign(source: str, model: str | Path | ClusterMethod, device: str = "auto", batch_size: int | None = None,
-           nul_separated: bool = False) -> Assignment:
+def assign(
+    source: str,
+    model: str | Path | ClusterMethod,
+    device: str = "auto",
+    batch_size: int | None = None,
+    nul_separated: bool = False,
+) -> Assignment:
     """Load `source` as the model was trained (sample kind, size, channels) and predict it;
     `model` is a fitted method, a run folder or a model.ckpt."""
     fitted = model if isinstance(model, ClusterMethod) else load_model(model, device=device, batch_size=batch_size)

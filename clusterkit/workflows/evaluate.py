@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clusterkit.outputs.assignments import read_assignments
 from clusterkit.data.labels import read_labels
 from clusterkit.errors import InputError
 from clusterkit.metrics import evaluate
+from clusterkit.outputs.assignments import read_assignments
 
 
 def evaluate_files(assignments: str | Path, labels: str | Path, allow_missing: bool = False) -> dict[str, Any]:

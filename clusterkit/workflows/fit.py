@@ -87,8 +87,13 @@ def resolve_settings(request: FitRequest) -> Settings:
         saved = settings.get("method")
         if request.resume and request.method and saved and request.method != saved:
             raise InputError(f"--resume: {request.out} is a {saved} run; leave out --method, or give --method {saved}")
-    flags = {"method": request.method, "k": request.k, "seed": request.seed, "epochs": request.epochs,
-             "batch_size": request.batch_size}
+    flags = {
+        "method": request.method,
+        "k": request.k,
+        "seed": request.seed,
+        "epochs": request.epochs,
+        "batch_size": request.batch_size,
+    }
     settings.update({key: value for key, value in flags.items() if value is not None})
     settings.update(parse_set_options(request.overrides))
     method = settings.pop("method", None)
@@ -140,19 +145,24 @@ def _fit_metrics(model: ClusterMethod, samples: Samples, truth: list[str] | None
         "seed": model.seed,
     }
     if truth is not None:
-        metrics.update(acc=cluster_acc(truth, model.labels_), nmi=nmi(truth, model.labels_),
-                       ari=ari(truth, model.labels_))
+        metrics.update(
+            acc=cluster_acc(truth, model.labels_), nmi=nmi(truth, model.labels_), ari=ari(truth, model.labels_)
+        )
     metrics.update(model.fit_info())
     return metrics
 
 
 def run_fit(request: FitRequest) -> FitResult:
     settings = resolve_settings(request)
-    model = create_method(settings.method, k=settings.k, seed=settings.seed, device=request.device,
-                          **settings.options)
+    model = create_method(settings.method, k=settings.k, seed=settings.seed, device=request.device, **settings.options)
     cfg = model.config
-    images = load_images(request.source, image_size=cfg.image_size, channels=cfg.channels,
-                         max_image_size=cfg.max_image_size, nul_separated=request.nul_separated)
+    images = load_images(
+        request.source,
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+        max_image_size=cfg.max_image_size,
+        nul_separated=request.nul_separated,
+    )
     truth = ground_truth(images, request.labels)
     # Labels from --labels join the images too, so that training history scores each epoch with them.
     images = replace(images, labels=truth)

@@ -16,13 +16,24 @@ import numpy as np
 import torch
 
 from clusterkit import console
+from clusterkit.algorithms.spectral import (
+    affinity_from_neighbors,
+    check_distinct,
+    distinct_rows,
+    neighbor_vote,
+    normalized_cut,
+    refine_cut,
+    relaxed_cut,
+    spectral_partition,
+)
 from clusterkit.config import MethodConfig, Rule, option
-from clusterkit.data.samples import ImageSet
 from clusterkit.data.loading import resample
+from clusterkit.data.samples import ImageSet
 from clusterkit.engine.context import FitContext
-from clusterkit.engine.predict import float_batches
 from clusterkit.engine.device import resolve_device
-from clusterkit.errors import InputError
+from clusterkit.engine.predict import float_batches
+from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.registry import register
 from clusterkit.methods.sanet.blocks import (
     BlankRule,
     Blocks,
@@ -35,18 +46,6 @@ from clusterkit.methods.sanet.blocks import (
     split_blocks,
 )
 from clusterkit.methods.sanet.layers import SpectralLayer, fit_layers, forward, rows_per_pass
-from clusterkit.algorithms.spectral import (
-    affinity_from_neighbors,
-    check_distinct,
-    distinct_rows,
-    neighbor_vote,
-    normalized_cut,
-    refine_cut,
-    relaxed_cut,
-    spectral_partition,
-)
-from clusterkit.methods.base import ClusterMethod
-from clusterkit.methods.registry import register
 
 
 @dataclass
@@ -58,29 +57,47 @@ class SANetConfig(MethodConfig):
     units: int = option(4, "parallel spectral-analysis units per layer", low=1)
     filters: int = option(8, "filters each unit learns", low=1)
     patch_size: int = option(5, "first-layer patch side in pixels (odd: a centred patch)", low=1, odd=True)
-    deep_patch_size: int = option(3, "patch side in later layers, whose input has 2 x units x filters channels",
-                                  low=1, odd=True)
+    deep_patch_size: int = option(
+        3, "patch side in later layers, whose input has 2 x units x filters channels", low=1, odd=True
+    )
     pool: int = option(2, "average pooling between layers", low=1)
     subset_size: int = option(2000, "images a unit draws its patches from (also the sample for working_size=auto)")
     patches_per_unit: int = option(8000, "patches sampled from them for the unit's patch graph")
     n_neighbors: int = option(10, "kNN of every graph (patch graphs and the image graph)", low=2)
-    ridge: float = option(1e-3, "spectral-regression penalty, a fraction of tr(P^T P) / D; only has to make it invertible",
-                          low=0, low_open=True)
+    ridge: float = option(
+        1e-3,
+        "spectral-regression penalty, a fraction of tr(P^T P) / D; only has to make it invertible",
+        low=0,
+        low_open=True,
+    )
     grid: int = option(4, "blocks per side of the last map compared in the image distance", low=1)
-    keep_fraction: float = option(0.75, "share of each pair's informative blocks (the most similar) that count in the distance",
-                                  low=0, high=1, low_open=True)
+    keep_fraction: float = option(
+        0.75,
+        "share of each pair's informative blocks (the most similar) that count in the distance",
+        low=0,
+        high=1,
+        low_open=True,
+    )
     blank_blocks: Literal["both", "either", "inferred"] = option(
-        "both", "a block leaves a pair's comparison when blank in both images, in either, or in either where inferred erased")
-    local_blocks: bool = option(False, "each block goes through the layers on its own, so an occluder spoils only its blocks")
+        "both",
+        "a block leaves a pair's comparison when blank in both images, in either, or in either where inferred erased",
+    )
+    local_blocks: bool = option(
+        False, "each block goes through the layers on its own, so an occluder spoils only its blocks"
+    )
     candidates: int = option(50, "neighbours from the untrimmed distance that are re-ranked robustly", low=1)
     candidate_dims: int = option(64, "principal components the candidate search runs on", low=1)
     vote_neighbors: int = option(10, "training images voting for the cluster of a new image", low=1)
-    knn_backend: Literal["auto", "sklearn", "faiss"] = option("auto", "nearest-neighbour search; 'auto' uses FAISS when installed")
+    knn_backend: Literal["auto", "sklearn", "faiss"] = option(
+        "auto", "nearest-neighbour search; 'auto' uses FAISS when installed"
+    )
     batch_size: int = option(256, "images per forward pass", low=1)
     n_init: int = option(10, "k-means restarts of the spectral partition", low=1)
     k_max: int = option(20, "largest k tried by --k auto (eigengap)", low=2)
     working_size: Literal["auto"] | int = option(
-        "auto", "shorter side in px images are resized to before the layers; 'auto' keeps the size of smallest normalized cut")
+        "auto",
+        "shorter side in px images are resized to before the layers; 'auto' keeps the size of smallest normalized cut",
+    )
     restarts: int = option(4, "whole fits with other random draws; the one of smallest normalized cut is kept", low=1)
 
     rules = (
@@ -124,8 +141,14 @@ def at_size(images: ImageSet, size: tuple[int, int]) -> ImageSet:
     return images if images.size == tuple(size) else resample(images, size)
 
 
-def describe_images(pixels: np.ndarray, layers: list[SpectralLayer], blank_norm: float, config: SANetConfig,
-                    device: torch.device, batch_size: int) -> Blocks:
+def describe_images(
+    pixels: np.ndarray,
+    layers: list[SpectralLayer],
+    blank_norm: float,
+    config: SANetConfig,
+    device: torch.device,
+    batch_size: int,
+) -> Blocks:
     """Block descriptors of all images through `layers`, a bounded batch at a time, written into one
     preallocated (N, G, D) table (collecting the batches and concatenating them would hold the table
     twice)."""
@@ -155,19 +178,35 @@ class TrainingTable:
     projection: Projection
     coords: np.ndarray
 
-    def neighbors(self, queries: Blocks, n: int, config: SANetConfig, device: torch.device, exclude_self: bool,
-                  rule: BlankRule | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def neighbors(
+        self,
+        queries: Blocks,
+        n: int,
+        config: SANetConfig,
+        device: torch.device,
+        exclude_self: bool,
+        rule: BlankRule | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Robust-nearest training images of `queries`, under `rule` (default: the configured one)."""
         searched = searched_candidates(config.candidates, n, len(self.blocks), exclude_self)
         return robust_neighbors(
-            queries, self.blocks, self.projection, n, config.candidates, config.keep_fraction, device,
-            config.knn_backend, exclude_self=exclude_self, blank_blocks=rule or config.blank_blocks,
+            queries,
+            self.blocks,
+            self.projection,
+            n,
+            config.candidates,
+            config.keep_fraction,
+            device,
+            config.knn_backend,
+            exclude_self=exclude_self,
+            blank_blocks=rule or config.blank_blocks,
             data_coords=self.coords if searched < len(self.blocks) else None,
         )
 
 
-def with_missing(queries: Blocks, table: TrainingTable, config: SANetConfig, device: torch.device,
-                 training: bool) -> Blocks:
+def with_missing(
+    queries: Blocks, table: TrainingTable, config: SANetConfig, device: torch.device, training: bool
+) -> Blocks:
     """`queries` with their erased blocks marked, judged by their `n_neighbors` robust-nearest
     training images under the blank-in-either rule (blank_blocks='inferred'); `training`: the queries
     are the table's own images.
@@ -243,7 +282,8 @@ class SANet(ClusterMethod):
         sample = images if len(chosen) == len(images) else images.subset(chosen)
         best, size_cuts = self._best_size(sample, sizes, device)
         seed, best, restart_cuts = self._best_restart(sample, best, device)
-        if sample is not images:  # the winner's filters, which is what the restarts chose between; the rest on all images
+        # The winner's filters, which is what the restarts chose between; the rest on all images.
+        if sample is not images:
             best = self._fit_once(images, best.working_size, device, seed, best.k, best.k_selection, layers=best.layers)
         self._keep(best, size_cuts, restart_cuts)
 
@@ -259,8 +299,9 @@ class SANet(ClusterMethod):
         self.check_fitted()
         return SANetFit(**{field.name: getattr(self, f"{field.name}_") for field in fields(SANetFit)})
 
-    def _best_size(self, sample: ImageSet, sizes: list[tuple[int, int]],
-                   device: torch.device) -> tuple[SANetFit, dict[str, float]]:
+    def _best_size(
+        self, sample: ImageSet, sizes: list[tuple[int, int]], device: torch.device
+    ) -> tuple[SANetFit, dict[str, float]]:
         """The fit (at the run's seed) at the candidate size whose image graph has the smallest relaxed
         cut, and each size's cut when there are several.
 
@@ -296,12 +337,15 @@ class SANet(ClusterMethod):
             if n_distinct >= int(self.k_):
                 kept.append(size)
             else:
-                console.info(f"sanet: working size {size[0]}x{size[1]} skipped: the sample holds only "
-                             f"{n_distinct} distinct images there, fewer than k = {self.k_}")
+                console.info(
+                    f"sanet: working size {size[0]}x{size[1]} skipped: the sample holds only "
+                    f"{n_distinct} distinct images there, fewer than k = {self.k_}"
+                )
         return kept
 
-    def _best_restart(self, sample: ImageSet, first: SANetFit,
-                      device: torch.device) -> tuple[int, SANetFit, dict[str, float]]:
+    def _best_restart(
+        self, sample: ImageSet, first: SANetFit, device: torch.device
+    ) -> tuple[int, SANetFit, dict[str, float]]:
         """(seed, fit) of the restart whose partition has the smallest normalized cut, `first` (the
         fit at the run's seed) being restart 0, and each restart's cut by its seed when there are several.
 
@@ -315,16 +359,27 @@ class SANet(ClusterMethod):
         best, cuts = None, {}
         for restart in range(restarts):
             seed = restart_seed(self.seed, restart)
-            fit = self._fit_once(sample, first.working_size, device, seed, first.k, first.k_selection) if restart else first
+            fit = (
+                self._fit_once(sample, first.working_size, device, seed, first.k, first.k_selection)
+                if restart
+                else first
+            )
             cuts[str(seed)] = round(fit.cut, 6)
             console.info(f"sanet: restart {restart + 1}/{restarts}: normalized cut {fit.cut:.4f}")
             if best is None or fit.cut < best[1].cut:
                 best = (seed, fit)
         return *best, cuts
 
-    def _fit_once(self, images: ImageSet, size: tuple[int, int], device: torch.device, seed: int,
-                  k: int | Literal["auto"], k_selection: dict[str, Any] | None = None,
-                  layers: list[SpectralLayer] | None = None) -> SANetFit:
+    def _fit_once(
+        self,
+        images: ImageSet,
+        size: tuple[int, int],
+        device: torch.device,
+        seed: int,
+        k: int | Literal["auto"],
+        k_selection: dict[str, Any] | None = None,
+        layers: list[SpectralLayer] | None = None,
+    ) -> SANetFit:
         """The whole fit with the images resized to `size`, its random draws seeded by `seed`: layers
         (unless given), block table, graph, partition into `k` clusters. k='auto': the eigengap of this
         fit's graph picks k; a k picked so by an earlier fit comes with the eigenvalues it was picked
@@ -334,8 +389,10 @@ class SANet(ClusterMethod):
         first, copy_of, counts = distinct_rows(images.pixels)
         check_distinct(k, len(first))
         if len(first) < len(images):
-            console.info(f"sanet: {len(images) - len(first)} image(s) are exact copies of others; "
-                         "each distinct image is one node of the graph")
+            console.info(
+                f"sanet: {len(images) - len(first)} image(s) are exact copies of others; "
+                "each distinct image is one node of the graph"
+            )
             images = images.subset(first)
         if layers is None:
             layers = fit_layers(images.pixels, cfg, device, seed)
@@ -367,10 +424,19 @@ class SANet(ClusterMethod):
             k_selection = {"criterion": "eigengap", "eigenvalues": [float(v) for v in values]}
         labels = refine_cut(affinity, labels, chosen_k)
         return SANetFit(
-            working_size=size, copy_of=torch.from_numpy(copy_of), layers=layers, blank_norm=blank_norm,
-            train_blocks=table.blocks, projection=projection, train_coords=table.coords,
-            graph_nnz=int(affinity.nnz), graph_components=components, k_selection=k_selection or {},
-            k=chosen_k, eigenvalues=[float(v) for v in values], cut=normalized_cut(affinity, labels, chosen_k),
+            working_size=size,
+            copy_of=torch.from_numpy(copy_of),
+            layers=layers,
+            blank_norm=blank_norm,
+            train_blocks=table.blocks,
+            projection=projection,
+            train_coords=table.coords,
+            graph_nnz=int(affinity.nnz),
+            graph_components=components,
+            k_selection=k_selection or {},
+            k=chosen_k,
+            eigenvalues=[float(v) for v in values],
+            cut=normalized_cut(affinity, labels, chosen_k),
             train_labels=torch.from_numpy(labels),
         )
 
@@ -392,9 +458,16 @@ class SANet(ClusterMethod):
         return neighbor_vote(dist, idx, fit.train_labels.numpy(), int(fit.k))
 
     def fit_info(self) -> dict[str, Any]:
-        info = {"layers_used": len(self.layers_), "eigenvalues": self.eigenvalues_, "graph_nnz": self.graph_nnz_,
-                "graph_components": self.graph_components_, "working_size": list(self.working_size_),
-                "working_size_cuts": self.size_cuts_, "normalized_cut": self.cut_, "restart_cuts": self.restart_cuts_}
+        info = {
+            "layers_used": len(self.layers_),
+            "eigenvalues": self.eigenvalues_,
+            "graph_nnz": self.graph_nnz_,
+            "graph_components": self.graph_components_,
+            "working_size": list(self.working_size_),
+            "working_size_cuts": self.size_cuts_,
+            "normalized_cut": self.cut_,
+            "restart_cuts": self.restart_cuts_,
+        }
         if self.k_selection_:
             info["k_selection"] = self.k_selection_
         return info
@@ -425,11 +498,19 @@ class SANet(ClusterMethod):
         train_blocks = Blocks(state["train_blocks"], state["train_blank"])
         projection = Projection(state["projection_mean"], state["projection_axes"])
         fit = SANetFit(
-            working_size=tuple(state["working_size"]), copy_of=state["copy_of"], layers=_layers(state),
-            blank_norm=float(state["blank_norm"]), train_blocks=train_blocks, projection=projection,
-            train_coords=projection(train_blocks), graph_nnz=int(state["graph_nnz"]),
-            graph_components=int(state["graph_components"]), k_selection=dict(state["k_selection"]),
-            k=int(self.k_), eigenvalues=list(state["eigenvalues"]), cut=float(state["cut"]),
+            working_size=tuple(state["working_size"]),
+            copy_of=state["copy_of"],
+            layers=_layers(state),
+            blank_norm=float(state["blank_norm"]),
+            train_blocks=train_blocks,
+            projection=projection,
+            train_coords=projection(train_blocks),
+            graph_nnz=int(state["graph_nnz"]),
+            graph_components=int(state["graph_components"]),
+            k_selection=dict(state["k_selection"]),
+            k=int(self.k_),
+            eigenvalues=list(state["eigenvalues"]),
+            cut=float(state["cut"]),
             train_labels=state["train_labels"],
         )
         self._keep(fit, dict(state["working_size_cuts"]), dict(state["restart_cuts"]))

@@ -19,7 +19,6 @@ one structure that grows with N, and halving it matters at 50k images.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,7 +76,7 @@ class Projection:
     axes: torch.Tensor
 
     @classmethod
-    def fit(cls, sample: Blocks, dims: int) -> "Projection":
+    def fit(cls, sample: Blocks, dims: int) -> Projection:
         """Top principal axes from the eigenvectors of the smaller Gram matrix (n x n or D x D), in
         double precision: a full SVD of the n x D sample costs about three times as much (D = 4,096 on
         digits). Directions of (numerically) zero variance get a zero axis, as they carry nothing:
@@ -170,7 +169,11 @@ def _trimmed_mean(block: torch.Tensor, pair_blank: torch.Tensor, keep_fraction: 
 
 
 def robust_distances(
-    queries: Blocks, data: Blocks, candidates: torch.Tensor, keep_fraction: float, device: torch.device,
+    queries: Blocks,
+    data: Blocks,
+    candidates: torch.Tensor,
+    keep_fraction: float,
+    device: torch.device,
     blank_blocks: BlankRule = "both",
 ) -> torch.Tensor:
     """Trimmed block distance between queries and candidates: (Q, C).
@@ -197,8 +200,13 @@ def robust_distances(
 
 
 def all_pairs_neighbors(
-    queries: Blocks, data: Blocks, n_neighbors: int, keep_fraction: float, device: torch.device,
-    exclude_self: bool, blank_blocks: BlankRule = "both",
+    queries: Blocks,
+    data: Blocks,
+    n_neighbors: int,
+    keep_fraction: float,
+    device: torch.device,
+    exclude_self: bool,
+    blank_blocks: BlankRule = "both",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact robust kNN over every row of `data`: (Q, n) distances (squared, trimmed) and indices.
 
@@ -228,8 +236,12 @@ def all_pairs_neighbors(
             chunk = _trimmed_mean(block.permute(1, 2, 0).contiguous(), pair_blank, keep_fraction)  # b, m
             chunk_idx = torch.arange(d_start, d_start + chunk.shape[1], device=device).expand_as(chunk)
             if exclude_self:
-                chunk = chunk.masked_fill(chunk_idx == torch.arange(q_start, q_start + len(chunk), device=device)[:, None], float("inf"))
-            dist, order = torch.cat([dist, chunk], dim=1).topk(min(n_neighbors, dist.shape[1] + chunk.shape[1]), dim=1, largest=False)
+                chunk = chunk.masked_fill(
+                    chunk_idx == torch.arange(q_start, q_start + len(chunk), device=device)[:, None], float("inf")
+                )
+            dist, order = torch.cat([dist, chunk], dim=1).topk(
+                min(n_neighbors, dist.shape[1] + chunk.shape[1]), dim=1, largest=False
+            )
             idx = torch.cat([idx, chunk_idx], dim=1).gather(1, order)
         best_dist.append(dist.cpu())
         best_idx.append(idx.cpu())
@@ -242,8 +254,16 @@ def searched_candidates(n_candidates: int, n_neighbors: int, n_data: int, exclud
 
 
 def robust_neighbors(
-    queries: Blocks, data: Blocks, projection: Projection, n_neighbors: int, n_candidates: int, keep_fraction: float,
-    device: torch.device, backend: Backend, exclude_self: bool, blank_blocks: BlankRule = "both",
+    queries: Blocks,
+    data: Blocks,
+    projection: Projection,
+    n_neighbors: int,
+    n_candidates: int,
+    keep_fraction: float,
+    device: torch.device,
+    backend: Backend,
+    exclude_self: bool,
+    blank_blocks: BlankRule = "both",
     data_coords: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The `n_neighbors` robust-nearest rows of `data` for each query: (distances, indices), nearest first.
@@ -255,7 +275,9 @@ def robust_neighbors(
     n_candidates = searched_candidates(n_candidates, n_neighbors, len(data), exclude_self)
     n_neighbors = min(n_neighbors, n_candidates - int(exclude_self))
     if n_candidates == len(data):  # every row is a candidate: no search, the exact all-pairs path
-        values, indices = all_pairs_neighbors(queries, data, n_neighbors, keep_fraction, device, exclude_self, blank_blocks)
+        values, indices = all_pairs_neighbors(
+            queries, data, n_neighbors, keep_fraction, device, exclude_self, blank_blocks
+        )
     else:
         data_coords = projection(data) if data_coords is None else data_coords
         query_coords = data_coords if exclude_self else projection(queries)

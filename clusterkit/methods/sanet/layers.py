@@ -65,7 +65,10 @@ def rows_per_pass(layers: list[SpectralLayer], image_shape: tuple[int, int, int]
 
 
 def iter_maps(
-    pixels: np.ndarray, layers: list[SpectralLayer], batch_size: int, device: torch.device,
+    pixels: np.ndarray,
+    layers: list[SpectralLayer],
+    batch_size: int,
+    device: torch.device,
 ) -> Iterator[torch.Tensor]:
     """The last map of every image, in order, a bounded batch at a time, on the CPU."""
     rows = rows_per_pass(layers, pixels.shape[1:], batch_size)
