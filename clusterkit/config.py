@@ -275,6 +275,8 @@ def parse_set_options(pairs: list[str]) -> dict[str, Any]:
             result[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             result[key.strip()] = raw
+        except RecursionError:
+            raise InputError(f"--set {key.strip()}: the value is nested too deeply") from None
         if isinstance(result[key.strip()], str) and _looks_numeric(raw):
             result[key.strip()] = float(raw)
     return result
@@ -298,6 +300,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise InputError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise InputError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise InputError(f"config file {path} is nested too deeply to be a config") from None
     if not isinstance(data, dict):
         raise InputError(f"config file {path} must hold a mapping of KEY: VALUE")
     return data

@@ -233,3 +233,134 @@ def test_methods_with_an_unknown_name_is_one_line_and_exit_2(cli):
     assert result.out == ""
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and "unknown method 'nonsense'" in lines[0], result.err
+
+
+# --- every bounded option is refused out of range through create_method (QA D6) -----------------
+
+# Numeric options bounded only by a cross-field rule (`Config.rules`), with a value that breaks it.
+BOUNDED_BY_A_RULE_ONLY: dict[tuple[str, str], object] = {
+    ("sanet", "subset_size"): 1,
+    ("sanet", "patches_per_unit"): 1,
+    ("sanet", "working_size"): 2,
+}
+# Numeric options with no bound at all, each a decision (none today): a new numeric option without a
+# declared range fails test_every_numeric_option_declares_its_range until it is bounded or listed here.
+UNBOUNDED: dict[tuple[str, str], str] = {}
+
+
+def _numeric_type(annotation) -> type | None:
+    import types
+    import typing
+
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    args = typing.get_args(annotation) if union else (annotation,)
+    return next((arg for arg in args if arg in (int, float)), None)
+
+
+def _numeric_options() -> list[tuple[str, str, type, dict]]:
+    import typing
+
+    found = []
+    for name, cls in sorted(available_methods().items()):
+        hints = typing.get_type_hints(cls.Config)
+        for f in dataclasses.fields(cls.Config):
+            kind = _numeric_type(hints[f.name])
+            if kind is not None:
+                found.append((name, f.name, kind, dict(f.metadata)))
+    return found
+
+
+def _bad_values(kind: type, meta: dict) -> list:
+    """Values just outside each declared bound of one option."""
+    bad = []
+    if meta.get("low") is not None:
+        low = meta["low"]
+        bad.append(low if meta["low_open"] else (low - 1 if kind is int else low - 0.5))
+    if meta.get("high") is not None:
+        high = meta["high"]
+        bad.append(high if meta["high_open"] else (high + 1 if kind is int else high + 0.5))
+    if meta.get("odd"):
+        bad.append(max(2, int(meta.get("low") or 0) + 1) // 2 * 2)  # an even value above the low bound
+    if meta.get("choices") is not None:
+        bad.append(max(meta["choices"]) + 1)
+    return bad
+
+
+def _declares_a_range(meta: dict) -> bool:
+    return any(meta.get(key) is not None for key in ("low", "high", "choices")) or bool(meta.get("odd"))
+
+
+OUT_OF_RANGE = [
+    pytest.param(name, option, value, id=f"{name}-{option}={value}")
+    for name, option, kind, meta in _numeric_options()
+    for value in _bad_values(kind, meta)
+] + [
+    pytest.param(name, option, value, id=f"{name}-{option}={value}")
+    for (name, option), value in BOUNDED_BY_A_RULE_ONLY.items()
+]
+
+
+@pytest.mark.parametrize("name, option, value", OUT_OF_RANGE)
+def test_every_declared_bound_is_refused_through_create_method(name, option, value):
+    from clusterkit.methods.factory import create_method
+
+    with pytest.raises(InputError, match=rf"^{name}: option {option} ") as caught:
+        create_method(name, **{option: value})
+    assert "\n" not in str(caught.value)
+
+
+def test_every_numeric_option_declares_its_range():
+    undeclared = {
+        (name, option)
+        for name, option, _, meta in _numeric_options()
+        if not _declares_a_range(meta) and (name, option) not in BOUNDED_BY_A_RULE_ONLY
+    }
+    assert undeclared <= set(UNBOUNDED), (
+        f"numeric options without a declared range: {sorted(undeclared - set(UNBOUNDED))}; give them "
+        "option(..., low=, high=) or list them in UNBOUNDED with the reason"
+    )
+    for name, option in BOUNDED_BY_A_RULE_ONLY:
+        assert any(rule.left == option for rule in available_methods()[name].Config.rules), (name, option)
+    assert len(OUT_OF_RANGE) > 60  # the parametrization did find the options
+
+
+# --- a checkpoint whose arrays disagree with its k or input shape is damaged (QA D18) ------------
+
+
+def _edited_checkpoint(tmp_path, method, edit, **options):
+    images = load_images("builtin:digits").subset(range(80))
+    get_method(method, k=4, seed=0, device="cpu", **options).fit(images).save(tmp_path / "model.ckpt")
+    payload = torch.load(tmp_path / "model.ckpt", weights_only=True)
+    edit(payload)
+    torch.save(payload, tmp_path / "edited.ckpt")
+    return tmp_path / "edited.ckpt"
+
+
+def _set_k(k):
+    return lambda payload: payload.update(k=k)
+
+
+def _set_shape(shape):
+    return lambda payload: payload["input"].update(shape=list(shape))
+
+
+@pytest.mark.parametrize(
+    "method, options, edit",
+    [
+        ("kmeans", {}, _set_k(3)),
+        ("kmeans", {}, _set_shape((3, 8, 8))),
+        ("kmeans", {}, lambda p: (_set_k(3)(p), _set_shape((3, 8, 8))(p))),
+        ("kmeans", {}, _set_k(-1)),
+        ("kmeans", {"features": "pca", "pca_components": 10}, _set_shape((1, 4, 4))),
+        ("spectral", {}, _set_k(2)),
+        ("spectral", {}, _set_shape((3, 8, 8))),
+        ("gmm", {}, _set_k(3)),
+        ("gmm", {}, _set_shape((1, 8, 4))),
+        ("sanet", {"working_size": 8, "restarts": 1, "subset_size": 80, "patches_per_unit": 1000}, _set_k(2)),
+    ],
+)
+def test_a_checkpoint_that_disagrees_with_its_k_or_shape_is_damaged(tmp_path, method, options, edit):
+    path = _edited_checkpoint(tmp_path, method, edit, **options)
+    with pytest.raises(InputError, match="damaged") as caught:
+        load_model(path)
+    assert "\n" not in str(caught.value)

@@ -162,7 +162,7 @@ def test_input_size_and_channels_come_from_the_data():
 def test_bad_options_and_tiny_images_are_input_errors(digits):
     with pytest.raises(InputError, match="dropout"):
         Depict(k=10, dropout=1.5)
-    tiny = ImageSet(paths=["a", "b", "c"], pixels=np.zeros((3, 1, 2, 2), np.uint8))
+    tiny = ImageSet(paths=["a", "b", "c"], pixels=np.arange(12, dtype=np.uint8).reshape(3, 1, 2, 2))  # 3 distinct
     with pytest.raises(InputError, match="too small"):
         Depict(k=2, device="cpu", **FAST).fit(tiny)
 

@@ -48,3 +48,17 @@ def test_a_named_pipe_is_written_into_not_replaced(tmp_path):
     assert received == ["path,cluster\n"]
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert [p.name for p in tmp_path.iterdir()] == ["pipe"]  # no temp file left beside it
+
+
+def test_a_folder_or_impossible_target_is_an_input_error_naming_it(tmp_path):
+    from clusterkit.errors import InputError
+    from clusterkit.io import is_atomic_temp
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match=f"cannot write {tmp_path / 'out'}: it is a folder"):
+        atomic_write_text(tmp_path / "out", "x")
+    with pytest.raises(InputError, match="cannot write /proc/nope/x"):
+        atomic_write_text("/proc/nope/x", "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert is_atomic_temp(".model.ckpt.q_y_9_e_.tmp", "model.ckpt")
+    assert not is_atomic_temp(".model.ckpt.tmp", "model.ckpt") and not is_atomic_temp("model.ckpt", "model.ckpt")

@@ -124,3 +124,12 @@ def test_a_bare_array_is_refused(fitted, images):
         model.predict_proba(images.pixels)
     with pytest.raises(InputError, match="takes pixels"):
         create_method(name, k=K, seed=0, device="cpu", **_options(name)).fit(images.pixels)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_the_largest_seed_fits_end_to_end(name, images):
+    """2**32 - 1, the top of the accepted seed range (scikit-learn's random_state), reaches every
+    generator a method seeds (restarts, k-means, torch) without an error."""
+    model, returned = _fit(name, images.subset(np.arange(60)), seed=2**32 - 1)
+    assert returned is model and model.seed == 2**32 - 1
+    assert np.asarray(model.labels_).shape == (60,)

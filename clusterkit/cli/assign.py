@@ -28,8 +28,9 @@ def assign(
     """Assign each image of SOURCE to a cluster of a fitted model, in input order."""
     from clusterkit import console
     from clusterkit.workflows.assign import assign as assign_source
-    from clusterkit.workflows.assign import write_assignment
+    from clusterkit.workflows.assign import check_output, write_assignment
 
     console.set_quiet(quiet)
+    check_output(output, fmt)
     result = assign_source(source, model, device=device, batch_size=batch_size, nul_separated=null)
     write_assignment(result, output=output, fmt=fmt, probs=probs)

@@ -21,11 +21,15 @@ def list_datasets() -> None:
 @app.command(no_args_is_help=True)
 def export(
     name: str = typer.Argument(..., metavar="NAME", help="Built-in data set, e.g. digits."),
-    folder: Path = typer.Argument(..., metavar="FOLDER", help="Writes FOLDER/images/*.png and FOLDER/labels.csv."),
+    folder: Path = typer.Argument(
+        ...,
+        metavar="FOLDER",
+        help="Writes FOLDER/images/*.png and FOLDER/labels.csv; FOLDER must be new or empty.",
+    ),
     scale: int = typer.Option(1, "--scale", min=1, help="Upsample each side by this factor (e.g. 12 -> 96x96)."),
     rgb: bool = typer.Option(False, "--rgb", help="Save 3-channel PNGs."),
 ) -> None:
-    """Write a built-in data set as PNG files plus labels.csv; prints the folder."""
+    """Write a built-in data set as PNG files plus labels.csv into a new or empty folder; prints it."""
     from clusterkit.data.builtin import BUILTINS
     from clusterkit.data.builtin_export import export_builtin
     from clusterkit.errors import InputError

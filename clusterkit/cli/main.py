@@ -7,6 +7,7 @@ imports torch; commands import the library inside their bodies.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -67,15 +68,38 @@ def _is_usage_error(exc: Exception) -> bool:
     return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
 
 
+class _Terminated:
+    """SIGTERM (`timeout`, Slurm, `docker stop`) takes Ctrl-C's path: a KeyboardInterrupt raised where
+    the program stands, so a fit cleans up or keeps its checkpoint alike; only the exit code differs."""
+
+    received = False
+
+    @classmethod
+    def handle(cls, signum: int, frame: object) -> None:
+        if not cls.received:  # a second SIGTERM does not interrupt the cleanup of the first
+            cls.received = True
+            raise KeyboardInterrupt
+
+
 def run() -> None:
+    previous = signal.signal(signal.SIGTERM, _Terminated.handle)
+    try:
+        code = _run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.exit(code)
+
+
+def _run() -> int:
     debug = os.environ.get("CLUSTERKIT_DEBUG") == "1"
+    _Terminated.received = False
     try:
         result = app(standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except typer.Exit as exc:
         code = exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        code = _fail("interrupted", 130)
+        code = 130
     except BrokenPipeError:
         code = _quiet_broken_pipe()
     except ClusterkitError as exc:
@@ -90,8 +114,13 @@ def run() -> None:
             raise
         else:
             code = _fail(f"{type(exc).__name__}: {exc} (set CLUSTERKIT_DEBUG=1 for the traceback)", 1)
+    if _Terminated.received:
+        code = _fail("terminated", 128 + signal.SIGTERM)
+    elif code == 130:  # typer turns a KeyboardInterrupt into Exit(130) before it reaches us
+        code = _fail("interrupted", 130)
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+            sys.stdout.flush()
     except BrokenPipeError:
         code = _quiet_broken_pipe()
-    sys.exit(code)
+    return code

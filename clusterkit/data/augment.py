@@ -66,9 +66,14 @@ class BatchAugment:
         flip = torch.rand(n, generator=generator) < p.flip
         if p.degrees or p.translate or p.scale != (1.0, 1.0) or p.shear or flip.any():
             height, width = x.shape[2:]
-            shift = torch.stack([uniform(-p.translate, p.translate) * width, uniform(-p.translate, p.translate) * height], 1)
+            shift = torch.stack(
+                [uniform(-p.translate, p.translate) * width, uniform(-p.translate, p.translate) * height], 1
+            )
             matrix = inverse_affine(
-                angle=uniform(-p.degrees, p.degrees), translate=shift, scale=uniform(*p.scale), shear=uniform(-p.shear, p.shear)
+                angle=uniform(-p.degrees, p.degrees),
+                translate=shift,
+                scale=uniform(*p.scale),
+                shear=uniform(-p.shear, p.shear),
             )
             matrix[flip, 0] *= -1  # flip first: sample the flipped image at the affine's source point
             x = warp(x, matrix.to(x.device))
@@ -94,7 +99,9 @@ def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     safe = torch.where(delta > 0, delta, torch.ones_like(delta))
     hue = torch.where(argmax == 0, (g - b) / safe, torch.where(argmax == 1, 2 + (b - r) / safe, 4 + (r - g) / safe))
     hue = (hue / 6 + shift.view(-1, 1, 1)).remainder(1.0)
-    saturation = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    saturation = torch.where(
+        maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc)
+    )
     # HSV -> RGB via the closed form f(n) = v - v*s*max(0, min(k, 4 - k, 1)), k = (n + 6h) mod 6.
     channels = []
     for n in (5.0, 3.0, 1.0):
@@ -103,7 +110,9 @@ def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.stack(channels, dim=1)
 
 
-def inverse_affine(angle: torch.Tensor, translate: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor) -> torch.Tensor:
+def inverse_affine(
+    angle: torch.Tensor, translate: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor
+) -> torch.Tensor:
     """torchvision's inverse affine matrix (rotation, x-shear, scale, translation about the centre),
     one (2, 3) matrix per image, mapping output pixel offsets from the centre to input offsets."""
     rot = torch.deg2rad(angle)

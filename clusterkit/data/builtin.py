@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clusterkit.errors import InputError
 from clusterkit.data.samples import ImageSet
+from clusterkit.errors import InputError
 
 OCCLUSION_SEED = 0
 OCCLUSION_FRACTION = 0.25
@@ -31,7 +31,7 @@ def occlude(pixels: np.ndarray, fraction: float = OCCLUSION_FRACTION, seed: int 
     side_w = max(1, int(round(w * np.sqrt(fraction))))
     tops = rng.integers(0, h - side_h + 1, size=len(out))
     lefts = rng.integers(0, w - side_w + 1, size=len(out))
-    for img, top, left in zip(out, tops, lefts):
+    for img, top, left in zip(out, tops, lefts, strict=True):
         img[:, top : top + side_h, left : left + side_w] = 0
     return out
 
@@ -51,7 +51,7 @@ def _photo_crops() -> tuple[np.ndarray, list[str]]:
 
     rng = np.random.default_rng(CROP_SEED)
     crops, labels = [], []
-    for photo, name in zip(load_sample_images().images, ("china", "flower")):
+    for photo, name in zip(load_sample_images().images, ("china", "flower"), strict=True):
         h, w, _ = photo.shape
         for _ in range(CROPS_PER_PHOTO):
             side = int(rng.integers(CROP_SIZE, 161))

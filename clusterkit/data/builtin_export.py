@@ -8,17 +8,27 @@ from pathlib import Path
 
 from PIL import Image
 
-from clusterkit.io import atomic_write_text
 from clusterkit.data.builtin import load_builtin
+from clusterkit.errors import InputError
+from clusterkit.io import atomic_write_text
 
 
 def export_builtin(name: str, folder: str | Path, scale: int = 1, rgb: bool = False) -> int:
     """Write folder/images/NNNNN.png and folder/labels.csv; `scale` upsamples, `rgb` saves grayscale
-    sets as 3-channel PNGs. Colour sets (photo-crops) are always saved in colour."""
+    sets as 3-channel PNGs. Colour sets (photo-crops) are always saved in colour. `folder` must be
+    new or empty (else InputError, nothing written): exporting over another set would mix its
+    stale images with a labels.csv that lists only the new ones."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"cannot export into {folder}: it is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise InputError(f"cannot export into {folder}: the folder is not empty; choose a new or empty folder")
     images = load_builtin(name)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    for path, px in zip(images.paths, images.pixels):
+    try:
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {folder / 'images'}: {exc.strerror or exc}") from None
+    for path, px in zip(images.paths, images.pixels, strict=True):
         img = Image.fromarray(px[0]) if len(px) == 1 else Image.fromarray(px.transpose(1, 2, 0))  # C,H,W -> H,W,C
         if scale > 1:
             img = img.resize((img.width * scale, img.height * scale), Image.Resampling.BICUBIC)
@@ -31,6 +41,6 @@ def export_builtin(name: str, folder: str | Path, scale: int = 1, rgb: bool = Fa
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label"])
-    writer.writerows(zip(images.paths, images.labels or []))
+    writer.writerows(zip(images.paths, images.labels or [], strict=False))  # no labels: header only
     atomic_write_text(folder / "labels.csv", buffer.getvalue())
     return len(images)

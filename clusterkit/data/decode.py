@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,8 +15,15 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # Pillow opens 16
 _GRAYSCALE_MODES = {"1", "L", "LA", "F", "P;L"} | _SIXTEEN_BIT_MODES
 
 
-def open_image(path: Path) -> Image.Image:
-    """Fully decoded image with EXIF orientation applied (raises on corrupt or truncated files)."""
+class NotRegularFile(OSError):
+    """A pipe, device, socket or folder: opening a pipe or a device like /dev/stdin blocks forever."""
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Fully decoded image with EXIF orientation applied (raises on corrupt or truncated files, and
+    on anything but a regular file, checked after following symlinks and before opening)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise NotRegularFile("not a regular file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's DecompressionBomb/EXIF chatter; real errors still raise
         with Image.open(path) as img:
@@ -30,18 +39,29 @@ def is_grayscale(img: Image.Image) -> bool:
     return img.mode in _GRAYSCALE_MODES
 
 
+_BIT_DEPTH_MAXIMA = (255, 1023, 4095, 16383, 65535)  # 8, 10, 12, 14 and 16 bits
+
+
 def eight_bit(img: Image.Image) -> Image.Image:
-    """High-bit-depth grayscale scaled to 8 bits by its format's range, not clipped at 255 (which
-    would turn most of a 16-bit image white): 16-bit and 32-bit integer samples / 257 (32-bit taken
-    as 16-bit data, as Pillow loads 16-bit files); float samples x 255 when they lie in [0, 1]
-    (the usual convention), else clipped to [0, 255]. Other modes pass through."""
+    """High-bit-depth grayscale scaled to 8 bits, so that neither a 12-bit scan nor a float image
+    turns black or white. Integer samples are divided by the largest value of the smallest bit
+    depth (8, 10, 12, 14, 16) that holds the image's maximum: full-range 16-bit data is /257 and
+    12-bit data in a 16-bit file /4095*255, so 0 stays black and images of one depth stay
+    comparable. Float samples in [0, 1] are x 255 (the usual convention). Data that fits neither
+    (floats outside [0, 1], negative or above-16-bit integers) is stretched from its own minimum
+    to its maximum; non-finite values count as the minimum. Other modes pass through."""
     if img.mode not in _SIXTEEN_BIT_MODES and img.mode != "F":
         return img
     values = np.asarray(img, dtype=np.float64)
-    if img.mode == "F":
-        values = values * 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else values
+    finite = values[np.isfinite(values)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    values = np.where(np.isfinite(values), values, low)
+    if img.mode == "F" and low >= 0.0 and high <= 1.0:
+        values = values * 255.0
+    elif img.mode != "F" and low >= 0 and high <= _BIT_DEPTH_MAXIMA[-1]:
+        values = values * (255.0 / next(m for m in _BIT_DEPTH_MAXIMA if high <= m))
     else:
-        values = values / 257.0
+        values = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
     return Image.fromarray(np.rint(np.clip(values, 0, 255)).astype(np.uint8), mode="L")
 
 
@@ -68,16 +88,22 @@ def auto_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 def decode_many(
     paths: list[Path], size: tuple[int, int], channels: int, on_done=None, workers: int = 4
 ) -> list[np.ndarray | Exception]:
-    """Decode in threads (Pillow releases the GIL while decoding); errors are returned, not raised."""
+    """Decode in threads (Pillow releases the GIL while decoding); a file's errors are returned, not
+    raised, except MemoryError: running out of memory says nothing about the file, so it is raised."""
 
     def one(path: Path) -> np.ndarray | Exception:
         try:
             return to_array(open_image(path), size, channels)
-        except Exception as exc:  # any decoder failure means "skip this file"
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001  # any other decoder failure means "skip this file"
             return exc
         finally:
             if on_done is not None:
                 on_done()
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         return list(pool.map(one, paths))
+    finally:
+        pool.shutdown(cancel_futures=True)  # after a MemoryError (or Ctrl-C), decode no more files

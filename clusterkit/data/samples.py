@@ -34,7 +34,7 @@ class Samples(Protocol):
     def sample_shape(self) -> tuple[int, ...]:
         """One sample's shape: what a fitted model requires of new samples."""
 
-    def subset(self, index: np.ndarray | list[int]) -> "Samples": ...
+    def subset(self, index: np.ndarray | list[int]) -> Samples: ...
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,12 @@ class ImageSet:
         """Pixels as float32 vectors (N, C*H*W) for methods that see an image as one vector."""
         return self.as_float().reshape(len(self), -1)
 
-    def subset(self, index: np.ndarray | list[int]) -> "ImageSet":
+    def subset(self, index: np.ndarray | list[int]) -> ImageSet:
+        """The images at `index` (integer positions); an empty index gives an empty set that keeps
+        the (0, C, H, W) shape, where numpy would read `[]` as a float index and fail."""
         index = np.asarray(index)
+        if index.size == 0:
+            index = np.zeros(0, dtype=np.intp)
         return ImageSet(
             paths=[self.paths[i] for i in index],
             pixels=self.pixels[index],

@@ -22,17 +22,19 @@ class ImageFile:
     path: Path
 
 
-def is_builtin(source: str) -> bool:
-    return source.startswith(BUILTIN_PREFIX)
+def is_builtin(source: str | os.PathLike) -> bool:
+    return os.fspath(source).startswith(BUILTIN_PREFIX)
 
 
 def list_folder(folder: Path) -> list[ImageFile]:
     """Image files below `folder`, sorted by relative name.
 
-    Symlinked folders are followed (each real folder once, so a link cycle ends); hidden files and
-    folders (names starting with '.': .git, .ipynb_checkpoints with its copies, macOS ._ files) are
-    left out. A broken symlink with an image suffix is kept, so that decoding reports it as skipped
-    rather than it vanishing silently.
+    Symlinked folders are followed (each real folder once, so a link cycle ends); subfolders are
+    walked in sorted order, so a folder reachable under two names is named by the sorted-first one
+    whatever the file system's directory order. Hidden files and folders (names starting with '.':
+    .git, .ipynb_checkpoints with its copies, macOS ._ files) are left out. A broken symlink, a pipe
+    or a device with an image suffix is kept, so that decoding reports it as skipped rather than it
+    vanishing silently.
     """
     names, seen = [], set()
     for root, dirs, filenames in os.walk(folder, followlinks=True):
@@ -41,29 +43,35 @@ def list_folder(folder: Path) -> list[ImageFile]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         relative = Path(root).relative_to(folder)
-        names.extend((relative / f).as_posix() for f in filenames
-                     if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        names.extend(
+            (relative / f).as_posix()
+            for f in filenames
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
+        )
     return [ImageFile(name, folder / name) for name in sorted(names)]
 
 
 def read_list(stream: TextIO, nul_separated: bool, base: Path) -> list[ImageFile]:
     """Paths one per line (or NUL-separated), taken exactly (a name may begin or end with spaces);
-    blank lines are skipped; relative paths resolve against `base`."""
+    blank lines are skipped; relative paths resolve against `base`. A `\\` is a folder separator (a
+    list written on Windows), both in the name shown and in the file opened, so the two never differ."""
     text = stream.read()
     entries = text.split("\0") if nul_separated else text.splitlines()
     files = []
     for entry in entries:
         if not entry.strip():
             continue
-        path = Path(entry)
-        files.append(ImageFile(entry.replace("\\", "/"), path if path.is_absolute() else base / path))
+        name = entry.replace("\\", "/")
+        path = Path(name)
+        files.append(ImageFile(name, path if path.is_absolute() else base / path))
     return files
 
 
-def list_source(source: str, nul_separated: bool = False, stdin: TextIO | None = None) -> list[ImageFile]:
+def list_source(source: str | os.PathLike, nul_separated: bool = False, stdin: TextIO | None = None) -> list[ImageFile]:
     """Files named by a folder, list file or stdin; raises InputError when there are none."""
+    source = os.fspath(source)
     if source == "-":
         files = read_list(stdin or sys.stdin, nul_separated, Path.cwd())
         where = "standard input"

@@ -87,6 +87,7 @@ class Trainer:
         self.history.start(saved["history_lines"] if saved else 0)
         first_phase = 0
         if saved is not None:
+            _check_epochs_done(phases[saved["phase"]], saved["epoch"])
             first_phase = saved["phase"] + (1 if saved["phase_done"] else 0)
         try:
             for index in range(first_phase, len(phases)):
@@ -252,6 +253,16 @@ class Trainer:
             if self.env.is_main:
                 console.warn("resumed with a different number of processes: training continues, not bit-identically")
         return saved
+
+
+def _check_epochs_done(phase: Phase, done: int) -> None:
+    """A resume may not ask for fewer epochs than were trained: config.yaml would then record a budget
+    the model exceeds, and `fit --config` would not repeat the run."""
+    if done > phase.epochs:
+        raise InputError(
+            f"--resume: this run has trained {done} epochs of {phase.name}, more than the {phase.epochs} asked for; "
+            f"give at least {done} (or fit a new run)"
+        )
 
 
 def _shown(record: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,21 @@ from clusterkit.engine.context import FitContext
 from clusterkit.engine.device import check_device
 from clusterkit.errors import InputError
 
+SEED_MAX = 2**32 - 1  # scikit-learn's random_state range, [0, 2**32 - 1]
+
+
+def check_seed(seed: Any) -> int:
+    """The seed as an int; InputError unless it is an integer in [0, 2**32 - 1]."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
+        raise InputError(f"--seed must be an integer in [0, {SEED_MAX}], got {repr(seed)[:40]}")
+    return int(seed)
+
+
+def count_distinct(array: np.ndarray) -> int:
+    """How many different samples (rows over every other axis, compared byte for byte) `array` holds."""
+    flat = np.ascontiguousarray(array.reshape(len(array), -1))
+    return len(np.unique(flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).ravel()))
+
 
 class ClusterMethod(ABC):
     name: ClassVar[str]
@@ -33,7 +48,7 @@ class ClusterMethod(ABC):
     def __init__(self, k: int | str | None = 10, seed: int = 0, device: str = "auto", **options: Any) -> None:
         check_device(device)
         self.k = k
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.device = device
         self.config = build_config(self.Config, options, self.name)
         self.predict_batch_size = 256  # samples per forward pass when predicting (`assign --batch-size`)
@@ -43,6 +58,8 @@ class ClusterMethod(ABC):
         self.fitted_ = False  # until _fit returns: a fit that failed half-way leaves no usable model
         self._check_kind(samples)
         self.k_ = self.check_k(len(samples))
+        if self.k_ != "auto":  # more clusters than distinct samples could only be empty
+            self.check_distinct_k(samples.array)
         self.input_shape_ = tuple(samples.sample_shape)
         self._fit(samples, context or FitContext())
         self.fitted_ = True
@@ -121,6 +138,17 @@ class ClusterMethod(ABC):
         if k > n_samples:
             raise InputError(f"--k {k} is larger than the number of images ({n_samples})")
         return int(k)
+
+    def check_distinct_k(self, array: np.ndarray) -> None:
+        """Refuse a k that the distinct samples (the pixels, not features computed from them) cannot fill."""
+        n_distinct = count_distinct(array)
+        if self.k_ > n_distinct:
+            raise InputError(f"--k {self.k_} is larger than the number of distinct images ({n_distinct})")
+
+    def _check_state(self) -> None:  # noqa: B027  # a hook: most methods check nothing more
+        """Raise ValueError where the state just loaded (`load_state_dict`) disagrees with `k_` or
+        `input_shape_`, as in a hand-edited or foreign checkpoint; `load_model` calls it. Nets need
+        nothing more: their strict `load_state_dict` refuses another head size or input shape."""
 
     # --- persistence ----------------------------------------------------------------------
     @abstractmethod

@@ -29,6 +29,7 @@ from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import register
 
+PROBA_CHUNK = 1 << 23  # floats in one k-means scoring temporary (32 MB in float32; two at a time)
 AUTO_K_SAMPLE = 3000  # images used to score each candidate k: keeps `--k auto` fast on large sets
 
 
@@ -96,23 +97,21 @@ class _ClassicalMethod(ClusterMethod):
 
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         x = self.features_.fit_transform(images)
-        distinct = distinct_rows(x)
-        if self.k_ != "auto":  # more clusters than distinct points could only be empty
-            check_distinct(self.k_, len(distinct[0]))
-        self._fit_features(x, distinct)
+        # Distinct on the pixels, not the features: PCA projections of identical images can differ in
+        # float noise. `ClusterMethod.fit` has refused a k beyond the distinct images already.
+        self._fit_features(x, distinct_rows(images.pixels))
 
     def _set_auto_k(self, k: int, selection: dict[str, Any]) -> None:
         self.k_, self.k_selection_ = k, selection
         console.info(f"{self.name}: --k auto chose k={k} ({selection['criterion']})")
 
-    def _candidate_ks(self, sample: np.ndarray) -> range:
-        """k = 2 .. k_max, and no more than the distinct images: more clusters than distinct points
-        can only be empty (and make every criterion, and scikit-learn, complain)."""
-        n = len(sample)
+    def _candidate_ks(self, n: int, distinct: int) -> range:
+        """k = 2 .. k_max for a sample of `n` images of which `distinct` differ, and no more than the
+        distinct images: more clusters than distinct points can only be empty (and make every
+        criterion, and scikit-learn, complain)."""
         k_max = min(self.config.k_max, n - 1)
         if k_max < 2:
             raise InputError(f"--k auto needs at least 3 images, got {n}")
-        distinct = len(np.unique(sample, axis=0))
         if distinct < 2:
             raise InputError("--k auto: the images are all alike, so there is no k to choose; give --k")
         return range(2, min(k_max, distinct) + 1)
@@ -123,7 +122,12 @@ class _ClassicalMethod(ClusterMethod):
         `distinct_rows(x)`, for the methods that cluster distinct points."""
 
     def _predict_proba(self, images: ImageSet) -> np.ndarray:
-        return self._proba_features(self.features_.transform(images))
+        """Scored once per distinct image and copied to its duplicates: byte-identical images get the
+        same row (their PCA projections can differ in float noise, depending on their position)."""
+        first, copy_of, _ = distinct_rows(images.pixels)
+        if len(first) == len(images):  # no duplicates: `first` is every row in order
+            return self._proba_features(self.features_.transform(images))
+        return self._proba_features(self.features_.transform(images.subset(first)))[copy_of]
 
     @abstractmethod
     def _proba_features(self, x: np.ndarray) -> np.ndarray: ...
@@ -139,16 +143,34 @@ class _ClassicalMethod(ClusterMethod):
         self.k_selection_ = state.get("k_selection", {})
         self._load_model_state(state)
 
+    def _feature_dim(self) -> int:
+        """The feature length that the recorded input shape implies (checking the PCA's own shapes)."""
+        pixels = int(np.prod(self.input_shape_))
+        components, mean = self.features_.components_, self.features_.mean_
+        if components is None:
+            return pixels
+        if components.ndim != 2 or components.shape[1] != pixels or mean.shape != (pixels,):
+            raise ValueError(f"PCA of shape {tuple(components.shape)} for inputs of {pixels} values")
+        return components.shape[0]
+
+    def _check_shape_of(self, what: str, array: Any, shape: tuple[int, ...]) -> None:
+        if tuple(array.shape) != shape:
+            raise ValueError(f"{what} of shape {tuple(array.shape)}, expected {shape} (k {self.k_})")
+
     @abstractmethod
     def _model_state(self) -> dict[str, Any]: ...
 
     @abstractmethod
     def _load_model_state(self, state: dict[str, Any]) -> None: ...
 
-    def _sample(self, x: np.ndarray) -> np.ndarray:
-        if len(x) <= AUTO_K_SAMPLE:
-            return x
-        return x[np.random.default_rng(self.seed).choice(len(x), AUTO_K_SAMPLE, replace=False)]
+    def _auto_k_sample(self, x: np.ndarray, copy_of: np.ndarray) -> tuple[np.ndarray, range]:
+        """The features `--k auto` scores its candidates on (all, or a seeded AUTO_K_SAMPLE of them)
+        and the candidate ks, bounded by the distinct images among them, counted on the pixels
+        (`copy_of`: each image's distinct image), as PCA noise makes copies look distinct."""
+        rows = np.arange(len(x))
+        if len(x) > AUTO_K_SAMPLE:
+            rows = np.random.default_rng(self.seed).choice(len(x), AUTO_K_SAMPLE, replace=False)
+        return x[rows], self._candidate_ks(len(rows), len(np.unique(copy_of[rows])))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -163,13 +185,13 @@ class KMeansMethod(_ClassicalMethod):
     description = "k-means (k-means++, 10 restarts) on pixels or PCA; --k auto by silhouette"
     supports_auto_k = True
 
-    def _choose_k(self, x: np.ndarray) -> tuple[int, dict[str, Any]]:
+    def _choose_k(self, x: np.ndarray, copy_of: np.ndarray) -> tuple[int, dict[str, Any]]:
         from sklearn.cluster import KMeans
         from sklearn.metrics import silhouette_score
 
-        sample = self._sample(x)
+        sample, candidates = self._auto_k_sample(x, copy_of)
         scores = {}
-        for k in self._candidate_ks(sample):
+        for k in candidates:
             labels = KMeans(k, n_init=3, random_state=self.seed).fit_predict(sample)
             scores[k] = float(silhouette_score(sample, labels, random_state=self.seed))
         best = max(scores, key=scores.get)
@@ -179,17 +201,30 @@ class KMeansMethod(_ClassicalMethod):
         from sklearn.cluster import KMeans
 
         if self.k_ == "auto":
-            self._set_auto_k(*self._choose_k(x))
+            self._set_auto_k(*self._choose_k(x, distinct[1]))
         km = KMeans(self.k_, n_init=self.config.n_init, random_state=self.seed).fit(x)
         self.centers_ = km.cluster_centers_.astype(np.float32)
         # Temperature of the soft assignment: the mean squared distance to the own centre.
         self.temperature_ = float(max(km.inertia_ / len(x), 1e-12))
 
     def _proba_features(self, x: np.ndarray) -> np.ndarray:
-        d2 = ((x[:, None, :] - self.centers_[None]) ** 2).sum(-1) if len(x) * len(self.centers_) < 1e7 else None
-        if d2 is None:
-            d2 = (x**2).sum(1)[:, None] - 2 * x @ self.centers_.T + (self.centers_**2).sum(1)[None]
+        k, dim = self.centers_.shape
+        # Rows per chunk: each (rows, k, D) temporary (differences, then squares) stays within
+        # PROBA_CHUNK floats, whatever N, k and D; chunking by rows leaves every row's sum as it was.
+        rows = max(1, PROBA_CHUNK // max(1, k * dim))
+        direct = len(x) * k < 1e7  # the direct differences (exact for near points); else the expansion
+        d2 = np.empty((len(x), k), dtype=np.result_type(x, self.centers_))
+        center_norms = None if direct else (self.centers_**2).sum(1)[None]
+        for start in range(0, len(x), rows):
+            block = x[start : start + rows]
+            if direct:
+                d2[start : start + rows] = ((block[:, None, :] - self.centers_[None]) ** 2).sum(-1)
+            else:
+                d2[start : start + rows] = (block**2).sum(1)[:, None] - 2 * block @ self.centers_.T + center_norms
         return _softmax(-d2 / self.temperature_)
+
+    def _check_state(self) -> None:
+        self._check_shape_of("centers", self.centers_, (int(self.k_), self._feature_dim()))
 
     def _model_state(self) -> dict[str, Any]:
         return {"centers": torch.from_numpy(self.centers_), "temperature": self.temperature_}
@@ -217,7 +252,8 @@ class SpectralMethod(_ClassicalMethod):
 
     def _fit_features(self, x: np.ndarray, distinct: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         first, copy_of, counts = distinct
-        check_distinct(self.k_, len(first))  # --k auto: the eigengap needs 4 distinct images
+        if self.k_ == "auto":  # the eigengap needs 4 distinct images (a given k: checked by `fit`)
+            check_distinct(self.k_, len(first))
         affinity = knn_affinity(x[first], min(self.config.n_neighbors, len(first) - 1))
         labels, k, values = spectral_partition(
             affinity, self.k_, self.config.k_max, self.config.n_init, self.seed, weights=counts
@@ -249,6 +285,13 @@ class SpectralMethod(_ClassicalMethod):
         self.train_features_ = state["train_features"].numpy()
         self.train_labels_ = state["train_labels"].numpy()
 
+    def _check_state(self) -> None:
+        n = len(self.train_features_)
+        self._check_shape_of("train_features", self.train_features_, (n, self._feature_dim()))
+        self._check_shape_of("train_labels", self.train_labels_, (n,))
+        if n and not 0 <= self.train_labels_.min() <= self.train_labels_.max() < int(self.k_):
+            raise ValueError(f"train_labels outside 0..{int(self.k_) - 1}")
+
 
 @dataclass
 class GMMConfig(ClassicalConfig):
@@ -277,15 +320,15 @@ class GMMMethod(_ClassicalMethod):
             k, covariance_type=self.config.covariance_type, n_init=n_init, reg_covar=1e-4, random_state=self.seed
         )
 
-    def _choose_k(self, x: np.ndarray) -> tuple[int, dict[str, Any]]:
-        sample = self._sample(x)
-        scores = {k: float(self._mixture(k, 1).fit(sample).bic(sample)) for k in self._candidate_ks(sample)}
+    def _choose_k(self, x: np.ndarray, copy_of: np.ndarray) -> tuple[int, dict[str, Any]]:
+        sample, candidates = self._auto_k_sample(x, copy_of)
+        scores = {k: float(self._mixture(k, 1).fit(sample).bic(sample)) for k in candidates}
         best = min(scores, key=scores.get)
         return best, {"criterion": "bic", "scores": {str(k): s for k, s in scores.items()}}
 
     def _fit_features(self, x: np.ndarray, distinct: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         if self.k_ == "auto":
-            self._set_auto_k(*self._choose_k(x))
+            self._set_auto_k(*self._choose_k(x, distinct[1]))
         self.gmm_ = self._mixture(self.k_, max(1, self.config.n_init // 5)).fit(x)
 
     def _proba_features(self, x: np.ndarray) -> np.ndarray:
@@ -301,3 +344,8 @@ class GMMMethod(_ClassicalMethod):
         for f in self._GMM_FIELDS:
             setattr(self.gmm_, f, state[f].numpy())
         self.gmm_.precisions_ = None  # not used by predict_proba
+
+    def _check_state(self) -> None:
+        k, dim = int(self.k_), self._feature_dim()
+        self._check_shape_of("weights", self.gmm_.weights_, (k,))
+        self._check_shape_of("means", self.gmm_.means_, (k, dim))

@@ -35,11 +35,15 @@ def load_model(path: str | Path, device: str = "auto", batch_size: int | None = 
     if batch_size is not None:
         model.predict_batch_size = batch_size
     try:
-        model.k_ = payload["k"]
+        k = payload["k"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ValueError(f"k {k!r}, not an integer >= 2")
+        model.k_ = k
         if payload["input"]["kind"] != model.input_kind:
             raise ValueError(f"input kind {payload['input']['kind']!r}, the method takes {model.input_kind!r}")
         model.input_shape_ = tuple(int(s) for s in payload["input"]["shape"])
         model.load_state_dict(payload["state"])
+        model._check_state()  # arrays that disagree with the recorded k or input shape
         model.fitted_ = True
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a damaged or hand-edited checkpoint
         reason = (str(exc).strip().splitlines() or [""])[0]

@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 
 from clusterkit.errors import InputError
-from clusterkit.io import atomic_write_json, atomic_write_text
+from clusterkit.io import atomic_write_json, atomic_write_text, is_atomic_temp
 from clusterkit.outputs.assignments import write_assignments
 
 CONFIG_NAME = "config.yaml"
@@ -31,12 +31,30 @@ def default_run_dir(method: str) -> Path:
     return Path("runs") / f"{method}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunFolder:
-    """One run's folder. `prepare` before a fit, `discard_unsaved` after a failed one; the readers
-    serve the commands that work on finished runs."""
+    """One run's folder. `prepare` (or `create_default`) before a fit, `discard_unsaved` after a
+    failed one; the readers serve the commands that work on finished runs. `created`: this fit made
+    the folder; `existing`: the run-file names that were there before it and are not its own."""
 
     path: Path
+    created: bool = False
+    existing: frozenset[str] = frozenset()
+
+    @classmethod
+    def create_default(cls, method: str) -> RunFolder:
+        """A new folder runs/METHOD-YYYYmmdd-HHMMSS, with -2, -3, ... when fits start in the same
+        second: each mkdir either creates the folder or fails, so two fits never share one."""
+        base = default_run_dir(method)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        path, n = base, 1
+        while True:
+            try:
+                path.mkdir()
+                return cls(path, created=True)
+            except FileExistsError:
+                n += 1
+                path = base.with_name(f"{base.name}-{n}")
 
     @property
     def config(self) -> Path:
@@ -71,8 +89,9 @@ class RunFolder:
 
     def prepare(self, resume: bool, force: bool) -> None:
         """Refuse to write into a folder holding other files, or to silently replace a previous run.
-        --force replaces a previous run's files (a stale history or training state would otherwise be
-        appended to or resumed from later) and keeps any other file."""
+        --force in a previous run (a folder with config.yaml) removes that run's files, since a stale
+        history or training state would otherwise be appended to or resumed from later; in any other
+        folder it removes nothing. Temporary files of a write killed midway are removed either way."""
         path = self.path
         if path.exists() and not path.is_dir():
             raise InputError(f"--out {path} exists and is not a folder")
@@ -80,29 +99,45 @@ class RunFolder:
             if not self.is_run():
                 raise InputError(f"--resume: {path} is not a previous run (no {CONFIG_NAME})")
             return
-        if path.is_dir() and any(path.iterdir()) and not force:
+        try:
+            path.mkdir(parents=True)
+            self.created = True
+            return
+        except FileExistsError:
+            pass
+        if not path.is_dir():
+            raise InputError(f"--out {path} exists and is not a folder")
+        strays = self._stray_temps()
+        if not force and any(p.name not in strays for p in path.iterdir()):
             if self.is_run():
                 raise InputError(
                     f"--out {path} holds a previous run; use --resume to continue it, or --force to overwrite it"
                 )
             raise InputError(f"--out {path} exists and is not empty; use --force to write into it anyway")
-        if force:
+        if self.is_run():
             self._remove_run_files()
-        path.mkdir(parents=True, exist_ok=True)
+        for name in strays:
+            (path / name).unlink(missing_ok=True)
+        self.existing = frozenset(name for name in RUN_FILES if (path / name).exists())
 
     def discard_unsaved(self) -> None:
         """After a fit that failed before saving anything: remove what it wrote (its config, a history
-        of no use without a checkpoint) and the folder if that leaves it empty, so that a retry with the
-        same --out is not refused as a previous run. A run with a checkpoint is kept for --resume."""
-        if self.holds_checkpoint():
+        of no use without a checkpoint) so that a retry with the same --out is not refused as a
+        previous run, and the folder if this fit created it. A run with a checkpoint is kept for --resume."""
+        if any((self.path / name).is_file() for name in {CHECKPOINT_NAME, STATE_NAME} - self.existing):
             return
-        self._remove_run_files()
-        if self.path.is_dir() and not any(self.path.iterdir()):
+        self._remove_run_files(keep=self.existing)
+        if self.created and self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()
 
-    def _remove_run_files(self) -> None:
+    def _remove_run_files(self, keep: frozenset[str] = frozenset()) -> None:
         for name in RUN_FILES:
-            (self.path / name).unlink(missing_ok=True)
+            if name not in keep:
+                (self.path / name).unlink(missing_ok=True)
+
+    def _stray_temps(self) -> set[str]:
+        """Temporary files that a write of a run file killed midway (kill -9) left in the folder."""
+        return {p.name for p in self.path.iterdir() if any(is_atomic_temp(p.name, name) for name in RUN_FILES)}
 
     # --- writing --------------------------------------------------------------------------
     def write_config(self, resolved: dict[str, Any]) -> None:

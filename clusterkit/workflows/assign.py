@@ -44,10 +44,21 @@ def assign(
     return Assignment(samples.paths, fitted.predict_proba(samples), samples.skipped)
 
 
-def write_assignment(result: Assignment, output: str = "-", fmt: Format = "csv", probs: bool = False) -> None:
-    """The table to stdout (`output="-"`) or atomically to a file."""
+def check_output(output: str, fmt: str) -> None:
+    """Refuse, before any work, an output that cannot be written: the rest is atomic_write's."""
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not output:
+        raise InputError("--output is empty: give a file name, or - for stdout")
+    if output == "-" and sys.stdout is None:  # the command was started with stdout closed (`>&-`)
+        raise InputError("standard output is closed: give --output FILE, or leave stdout open")
+    if output != "-" and Path(output).is_dir():
+        raise InputError(f"--output {output} is a folder; give a file name")
+
+
+def write_assignment(result: Assignment, output: str = "-", fmt: Format = "csv", probs: bool = False) -> None:
+    """The table to stdout (`output="-"`) or atomically to a file."""
+    check_output(output, fmt)
     if output == "-":
         if hasattr(sys.stdout, "reconfigure"):  # file names that are not UTF-8 go out as their own bytes
             sys.stdout.reconfigure(errors="surrogateescape")

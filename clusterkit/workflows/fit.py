@@ -20,7 +20,7 @@ from clusterkit.data.samples import Samples
 from clusterkit.engine import is_main_process
 from clusterkit.engine.context import FitContext
 from clusterkit.errors import InputError
-from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.base import ClusterMethod, check_seed
 from clusterkit.methods.factory import create_method
 from clusterkit.methods.registry import get_method_class
 from clusterkit.metrics import ari, cluster_acc, nmi
@@ -78,6 +78,8 @@ def parse_k(value: str | int | None) -> int | str:
 
 def resolve_settings(request: FitRequest) -> Settings:
     """Method, k, seed and method options, from (lowest first) config file, flags, --set."""
+    if request.resume and request.out is None:
+        raise InputError("--resume needs --out, the run folder to continue")
     settings: dict[str, Any] = {}
     config_file = request.config_file
     if config_file is None and request.resume and request.out is not None and (request.out / CONFIG_NAME).is_file():
@@ -100,9 +102,7 @@ def resolve_settings(request: FitRequest) -> Settings:
     if not method:
         raise InputError("--method is required (see `clusterkit methods`)")
     k = parse_k(settings.pop("k", None))
-    seed = settings.pop("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise InputError(f"--seed must be an integer, got {seed!r}")
+    seed = check_seed(settings.pop("seed", 0))  # before any folder is made
     cls = get_method_class(str(method))
     for flag in ("epochs", "batch_size"):
         if flags[flag] is not None and flag not in cls.Config.__dataclass_fields__:  # --set: build_config says
@@ -110,10 +110,13 @@ def resolve_settings(request: FitRequest) -> Settings:
     return Settings(str(method), k, seed, settings)
 
 
-def ground_truth(samples: Samples, labels_file: Path | None) -> list[str] | None:
-    if labels_file is not None:
-        return match_labels(samples.paths, read_labels(labels_file))
-    return samples.labels
+def ground_truth(samples: Samples, labels_file: Path | None, source: str | None = None) -> list[str] | None:
+    """Labels from --labels joined to the samples by path (a folder source also by file, see
+    `match_labels`), else the source's own labels (a built-in set's)."""
+    if labels_file is None:
+        return samples.labels
+    root = Path(source) if source is not None and Path(source).is_dir() else None
+    return match_labels(samples.paths, read_labels(labels_file), root=root, labels_dir=Path(labels_file).parent)
 
 
 def cluster_sizes(clusters: np.ndarray, k: int) -> list[int]:
@@ -163,21 +166,24 @@ def run_fit(request: FitRequest) -> FitResult:
         max_image_size=cfg.max_image_size,
         nul_separated=request.nul_separated,
     )
-    truth = ground_truth(images, request.labels)
+    truth = ground_truth(images, request.labels, request.source)
     # Labels from --labels join the images too, so that training history scores each epoch with them.
     images = replace(images, labels=truth)
     model.check_k(len(images))
-    run = RunFolder(request.out or default_run_dir(settings.method))
     primary = is_main_process()  # under torchrun only rank 0 writes files
     resolved = {"method": settings.method, "k": settings.k, "seed": settings.seed, **config_to_dict(cfg)}
-    if primary:
-        run.prepare(resume=request.resume, force=request.force)
-        if not request.resume:
-            run.write_config(resolved)
+    if request.out is None and primary:
+        run = RunFolder.create_default(settings.method)
+    else:
+        run = RunFolder(request.out or default_run_dir(settings.method))
+        if primary:
+            run.prepare(resume=request.resume, force=request.force)
     shape = "x".join(map(str, images.sample_shape))
-    console.info(f"fitting {settings.method} (k={settings.k}) on {len(images)} images of {shape}")
     start = time.perf_counter()
     try:
+        if primary and not request.resume:
+            run.write_config(resolved)
+        console.info(f"fitting {settings.method} (k={settings.k}) on {len(images)} images of {shape}")
         model.fit(images, FitContext(run_dir=run.path if primary else None, resume=request.resume))
     except BaseException:
         if primary and not request.resume:

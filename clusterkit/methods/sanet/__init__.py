@@ -514,3 +514,13 @@ class SANet(ClusterMethod):
             train_labels=state["train_labels"],
         )
         self._keep(fit, dict(state["working_size_cuts"]), dict(state["restart_cuts"]))
+
+    def _check_state(self) -> None:
+        """Every distinct training image has a cluster below k, and every training image a node."""
+        labels, n_nodes = self.train_labels_, len(self.train_blocks_)
+        if len(labels) != n_nodes:
+            raise ValueError(f"train_labels hold {len(labels)} clusters for {n_nodes} images")
+        if n_nodes and not 0 <= int(labels.min()) <= int(labels.max()) < int(self.k_):
+            raise ValueError(f"train_labels outside 0..{int(self.k_) - 1}")
+        if len(self.copy_of_) and int(self.copy_of_.max()) >= n_nodes:
+            raise ValueError("copy_of names images the training table does not hold")
