@@ -12,7 +12,7 @@ from clusterkit.algorithms.path_integral import path_integral_clustering
 from clusterkit.data import ImageSet, load_images
 from clusterkit.engine.context import FitContext
 from clusterkit.errors import InputError
-from clusterkit.methods.depict import Depict, _Targets
+from clusterkit.methods.depict import Depict, DepictConfig, DepictSchedule, initial_clusters, initial_objective
 from clusterkit.methods.factory import load_model
 from clusterkit.metrics import cluster_acc
 from clusterkit.nn.autoencoder import ConvAutoencoder
@@ -57,17 +57,17 @@ def test_same_seed_same_assignments(digits):
 
 def test_interrupted_and_resumed_equals_uninterrupted(digits, tmp_path, monkeypatch):
     straight = Depict(k=10, seed=2, device="cpu", **FAST).fit(digits, FitContext(tmp_path / "a")).predict(digits)
-    update = Depict._update_targets
+    update = DepictSchedule.update_targets
 
     def interrupt_after_second_epoch(self, ctx):
         if ctx.epoch == 1:
             raise KeyboardInterrupt
         return update(self, ctx)
 
-    monkeypatch.setattr(Depict, "_update_targets", interrupt_after_second_epoch)
+    monkeypatch.setattr(DepictSchedule, "update_targets", interrupt_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         Depict(k=10, seed=2, device="cpu", **FAST).fit(digits, FitContext(tmp_path / "b"))
-    monkeypatch.setattr(Depict, "_update_targets", update)
+    monkeypatch.setattr(DepictSchedule, "update_targets", update)
     resumed = Depict(k=10, seed=2, device="cpu", **FAST).fit(digits, FitContext(tmp_path / "b", resume=True))
     assert np.array_equal(straight, resumed.predict(digits))
 
@@ -81,28 +81,22 @@ def test_pretraining_stops_after_patience_and_keeps_the_best_weights(digits, tmp
     def scripted_error(self):
         error = next(errors)
         if error == 0.5:
-            seen["best"] = {k: v.clone() for k, v in self.net_.autoencoder.state_dict().items()}
+            seen["best"] = {k: v.clone() for k, v in self.net.autoencoder.state_dict().items()}
         return error
 
-    init_head = Depict._init_head
+    init_head = DepictSchedule.init_head
 
     def capture_then_init(self):
-        seen["at_init"] = {k: v.clone() for k, v in self.net_.autoencoder.state_dict().items()}
+        seen["at_init"] = {k: v.clone() for k, v in self.net.autoencoder.state_dict().items()}
         init_head(self)
 
-    monkeypatch.setattr(Depict, "_holdout_error", scripted_error)
-    monkeypatch.setattr(Depict, "_init_head", capture_then_init)
+    monkeypatch.setattr(DepictSchedule, "holdout_error", scripted_error)
+    monkeypatch.setattr(DepictSchedule, "init_head", capture_then_init)
     options = {**FAST, "pretrain_epochs": 20, "pretrain_patience": 3}
     Depict(k=10, seed=0, device="cpu", **options).fit(digits, FitContext(tmp_path))
     pretrain_epochs = [line for line in (tmp_path / "history.jsonl").read_text().splitlines() if '"pretrain"' in line]
     assert len(pretrain_epochs) == 5  # best at epoch 2, three epochs without a lower error
     assert all(torch.equal(seen["best"][k], seen["at_init"][k]) for k in seen["best"])
-
-
-def _initial_clusters(x: np.ndarray, **options) -> tuple[Depict, np.ndarray]:
-    model = Depict(k=10, seed=0, device="cpu", **options)
-    model.k_, model._targets = 10, _Targets()
-    return model, model._initial_clusters(x)
 
 
 def _assert_kept_where_the_objective_stopped_falling(steps: list[dict]) -> None:
@@ -121,18 +115,18 @@ def test_pic_init_folds_outlier_groups_while_depicts_objective_falls(digits):
     """The digits' pixels as a stand-in embedding: the kept partition has the lowest objective of
     those tried, below plain AC-PIC's, no outlier cluster, and a better ACC; the steps are recorded."""
     x = digits.flat().astype(np.float64)
-    model, labels = _initial_clusters(x)
-    steps = model._targets.init_selection
+    labels, steps = initial_clusters(x, DepictConfig(), 10, 0)
     assert len(steps) >= 3
     _assert_kept_where_the_objective_stopped_falling(steps)
-    chosen = model._initial_objective(torch.from_numpy(x), labels)
+    chosen = initial_objective(torch.from_numpy(x), labels, 10, DepictConfig().target)
     assert chosen == min(step["objective"] for step in steps) < steps[0]["objective"]
     assert [step["objective"] for step in steps if step["kept"]] == [chosen]
     plain = path_integral_clustering(x, 10)
     assert np.bincount(labels).min() > np.bincount(plain).min()
     assert cluster_acc(digits.labels, labels) > cluster_acc(digits.labels, plain)
-    _, unfolded = _initial_clusters(x, pic_fold_outliers=False)
+    unfolded, unfolded_steps = initial_clusters(x, DepictConfig(pic_fold_outliers=False), 10, 0)
     assert np.array_equal(unfolded, plain)
+    assert [step["kept"] for step in unfolded_steps] == [True]
 
 
 def test_fit_info_reports_the_initial_clustering_steps(fitted):
@@ -144,9 +138,8 @@ def test_fit_info_reports_the_initial_clustering_steps(fitted):
 def test_spectral_init_partitions_without_outlier_clusters(digits):
     """`init=spectral` on the digits' pixels as a stand-in embedding: a fair partition and no cluster
     of a few outliers (AC-PIC leaves one of 27 images here, see docs/methods.md)."""
-    model = Depict(k=10, seed=0, device="cpu", init="spectral")
-    model.k_ = 10
-    labels = model._initial_clusters(digits.flat().astype(np.float64))
+    labels, steps = initial_clusters(digits.flat().astype(np.float64), DepictConfig(init="spectral"), 10, 0)
+    assert steps == []
     assert cluster_acc(digits.labels, labels) > 0.85
     assert np.bincount(labels, minlength=10).min() > len(digits) / 10 / 2
 
@@ -170,14 +163,13 @@ def test_bad_options_and_tiny_images_are_input_errors(digits):
 def test_a_cluster_that_self_training_empties_is_refilled(digits, monkeypatch):
     """The warm-up is given no image of cluster 0, so self-training starts with it empty; without the
     refill at the end of training it stays empty, and metrics.json's fit_info says what was refilled."""
-    initial = Depict._initial_clusters
 
-    def without_cluster_zero(self, embeddings):
-        labels = initial(self, embeddings)
+    def without_cluster_zero(embeddings, config, k, seed):
+        labels, steps = initial_clusters(embeddings, config, k, seed)
         labels[labels == 0] = 1
-        return labels
+        return labels, steps
 
-    monkeypatch.setattr(Depict, "_initial_clusters", without_cluster_zero)
+    monkeypatch.setattr("clusterkit.methods.depict.initial_clusters", without_cluster_zero)
     model = Depict(k=10, seed=0, device="cpu", **FAST).fit(digits)
     refilled = model.predict(digits)
     assert len(np.unique(refilled)) == 10

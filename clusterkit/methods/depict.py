@@ -127,11 +127,11 @@ class _Reconstructor(nn.Module):
         return self.autoencoder.decode(self.autoencoder.encode(x, noisy=True).embedding)
 
 
-class _Targets:
-    """Training state besides the weights: the best pretraining weights so far and their held-out
-    error, the initial hard clusters and how they were chosen (`init_selection`), the current
-    targets Q and the clean predictions behind them (targets live on the training device: losses
-    index them)."""
+class TrainingState:
+    """DEPICT's training state besides the weights, saved and restored with the engine's checkpoint
+    (`extra_state`): the best pretraining weights so far and their held-out error, the initial hard
+    clusters and how they were chosen (`init_selection`), the current targets Q and the clean
+    predictions behind them. Row-indexed tensors live on the training `device` (losses index them)."""
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
@@ -150,7 +150,7 @@ class _Targets:
     def set_initial(self, labels: torch.Tensor) -> None:
         self.initial = labels.to(self.device)
 
-    def set(self, probs: torch.Tensor, q: torch.Tensor) -> None:
+    def set_targets(self, probs: torch.Tensor, q: torch.Tensor) -> None:
         self.probs, self.q = probs, q.to(self.device)
 
     def state_dict(self) -> dict[str, Any]:
@@ -168,16 +168,241 @@ class _Targets:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_error, self.best_epoch = state["best_error"], state["best_epoch"]
         self.best_weights = state["best_weights"]
-        self.init_selection = state.get("init_selection", [])
-        if state.get("initial") is not None:
+        self.init_selection = state["init_selection"]
+        if state["initial"] is not None:
             self.set_initial(state["initial"])
-        if state.get("q") is not None:
-            self.set(state["probs"], state["q"])
+        if state["q"] is not None:
+            self.set_targets(state["probs"], state["q"])
 
 
 def _scaled(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] pixels -> [-1, 1], the range of the decoder's tanh output (as the released code)."""
     return x * 2.0 - 1.0
+
+
+def holdout_split(n: int, holdout: float, seed: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(training rows, held-out rows): a seeded random `holdout` share of the images that pretraining
+    does not train on, only scores (no labels, so unlike the released code not stratified); (None,
+    None): no held-out set."""
+    n_holdout = int(holdout * n)
+    if n_holdout < 1:
+        return None, None
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[n_holdout:].sort().values, order[:n_holdout].sort().values
+
+
+def head_rows(embeddings: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """The clusters' unit-norm centroids, one row per cluster (the head's initial weights)."""
+    centroids = torch.zeros(k, embeddings.shape[1], dtype=torch.float64)
+    centroids.index_add_(0, labels, embeddings)
+    centroids /= torch.bincount(labels, minlength=k).clamp_min(1).unsqueeze(1)
+    return centroids / centroids.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def initial_objective(embeddings: torch.Tensor, labels: np.ndarray, k: int, target: str) -> float:
+    """DEPICT's objective KL(Q‖P) + KL(f‖u) for the head that `labels` would start from."""
+    rows = head_rows(embeddings, torch.from_numpy(labels.astype(np.int64)), k)
+    power, exponent = _TARGETS[target]
+    return frequency_prior_objective(torch.softmax(embeddings @ rows.T, dim=1), power, exponent)
+
+
+def path_integral_clusters(
+    embeddings: np.ndarray, config: DepictConfig, k: int
+) -> tuple[np.ndarray, list[dict[str, float | bool]]]:
+    """AC-PIC; with `pic_fold_outliers`, AC-PIC again with `min_size` one above the last kept
+    partition's smallest cluster, kept while that lowers DEPICT's objective at the start of
+    training, and while min_size stays within an even split's cluster size n/k. Returns the kept
+    partition and the steps tried (min_size, objective, kept)."""
+    n, as_tensor = len(embeddings), torch.from_numpy(embeddings)
+    min_size, kept = 1, 0  # kept: the index of the partition kept among those tried
+    pic = PathIntegralClustering(embeddings, k, n_neighbors=config.pic_neighbors)  # one graph for every run
+    labels = pic.merge(min_size)
+    objective = initial_objective(as_tensor, labels, k, config.target)
+    steps: list[dict[str, float | bool]] = [{"min_size": min_size, "objective": objective, "kept": False}]
+    while config.pic_fold_outliers:
+        min_size = int(np.bincount(labels, minlength=k).min()) + 1
+        if min_size > n // k:
+            break
+        candidate = pic.merge(min_size)
+        candidate_objective = initial_objective(as_tensor, candidate, k, config.target)
+        steps.append({"min_size": min_size, "objective": candidate_objective, "kept": False})
+        if not candidate_objective < objective:  # not lower (or NaN): stop
+            break
+        labels, objective, kept = candidate, candidate_objective, len(steps) - 1
+    steps[kept]["kept"] = True
+    if len(steps) > 1:
+        tried = ", ".join(f"{s['min_size']}: {s['objective']:.5f}" for s in steps)
+        console.info(
+            f"init: AC-PIC minimum cluster sizes tried (size: DEPICT objective) {tried}; kept {steps[kept]['min_size']}"
+        )
+    return labels, steps
+
+
+def initial_clusters(
+    embeddings: np.ndarray, config: DepictConfig, k: int, seed: int
+) -> tuple[np.ndarray, list[dict[str, float | bool]]]:
+    """The partition self-training starts from, which it sharpens but rarely changes (docs/methods.md),
+    and how it was chosen: AC-PIC's steps tried (init=pic), else no steps."""
+    if config.init == "spectral":
+        affinity = knn_affinity(embeddings.astype(np.float32), config.spectral_neighbors)
+        vectors, _ = spectral_embedding(affinity, k, seed=seed)
+        return partition(vectors, k, config.kmeans_n_init, seed), []
+    if config.init == "pic":
+        return path_integral_clusters(embeddings, config, k)
+    from sklearn.cluster import KMeans
+
+    return KMeans(k, n_init=config.kmeans_n_init, random_state=seed).fit_predict(embeddings), []
+
+
+class DepictSchedule:
+    """DEPICT's training as the engine's phases: owns the trainer, the config, the pretraining row
+    split, the layer weights of the reconstruction and the training `state` (the trainer's
+    `extra_state`); its bound methods are the phases' losses, batches and hooks."""
+
+    def __init__(
+        self,
+        net: DepictNet,
+        trainer: Trainer,
+        config: DepictConfig,
+        k: int,
+        seed: int,
+        state: TrainingState,
+        eval_batch_size: int = 256,
+    ) -> None:
+        self.net = net
+        self.trainer = trainer
+        self.config = config
+        self.k = k
+        self.seed = seed
+        self.state = state
+        self.state.device = trainer.device
+        self.eval_batch_size = eval_batch_size
+        self.train_rows, self.holdout_rows = holdout_split(len(trainer.data), config.holdout, seed)
+        self.layer_weights = (1.0, config.hidden_weight, config.hidden_weight)
+
+    # --- pretrain ---------------------------------------------------------------------------------
+    def pretrain_batches(self, ctx: EpochContext) -> Iterator[Batch]:
+        return ctx.shuffled(self.config.batch_size, self.train_rows)
+
+    @torch.no_grad()
+    def holdout_error(self) -> float:
+        """Clean (no dropout) layer-wise reconstruction error on the held-out images, their mean.
+        Every rank computes it whole (the set is small), so all ranks stop at the same epoch."""
+        data, total, autoencoder = self.trainer.data, 0.0, self.net.autoencoder
+        for start in range(0, len(self.holdout_rows), self.eval_batch_size):
+            rows = self.holdout_rows[start : start + self.eval_batch_size]
+            x = _scaled(data.batch(rows).x)
+            encoded = autoencoder.encode(x)
+            error = layerwise_reconstruction(
+                autoencoder.decode(encoded.embedding), [x, *encoded.hidden], self.layer_weights
+            )
+            total += float(error) * len(rows)
+        return total / len(self.holdout_rows)
+
+    def early_stop(self, ctx: EpochContext) -> bool:
+        """The released code's stopping rule: end pretraining `pretrain_patience` epochs after the last
+        new low of the held-out error, and go on from the weights that reached it."""
+        if self.holdout_rows is None:
+            return False
+        state, error = self.state, self.holdout_error()
+        if error < state.best_error:
+            state.keep_best(error, ctx.epoch + 1, self.net.autoencoder.state_dict())
+        stop = ctx.epoch + 1 - state.best_epoch >= self.config.pretrain_patience
+        if (stop or ctx.epoch + 1 == self.config.pretrain_epochs) and state.best_weights is not None:
+            self.net.autoencoder.load_state_dict(state.best_weights)
+            console.info(
+                f"pretrain: held-out error {state.best_error:.5f} at epoch {state.best_epoch}, weights restored"
+            )
+        return stop
+
+    # --- losses -----------------------------------------------------------------------------------
+    def _reconstruction(self, recon: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            clean = self.net.autoencoder.encode(x)
+        return layerwise_reconstruction(recon, [x, *clean.hidden], self.layer_weights)
+
+    def reconstruction_loss(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        x = _scaled(batch.x)
+        loss = self._reconstruction(module(x), x)
+        return {"loss": loss}
+
+    def joint_loss(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Reconstruction + cross-entropy of the noisy prediction against the soft targets Q."""
+        return self._combined(module, batch, lambda logits: soft_cross_entropy(logits, self.state.q[batch.index]))
+
+    def initial_loss(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """As the joint loss, against the initial hard clusters (the released code's warm-up)."""
+        return self._combined(module, batch, lambda logits: F.cross_entropy(logits, self.state.initial[batch.index]))
+
+    def _combined(self, module: nn.Module, batch: Batch, clustering_loss) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        x = _scaled(batch.x)
+        logits, recon = module(x)
+        reconstruction = self._reconstruction(recon, x)
+        clustering = clustering_loss(logits.float())
+        loss = cfg.reconstruction_weight * reconstruction + cfg.cluster_weight * clustering
+        return {"loss": loss, "reconstruction": reconstruction, "clustering": clustering}
+
+    # --- init & cluster ---------------------------------------------------------------------------
+    def embeddings(self, autocast: bool = True) -> torch.Tensor:
+        """The clean embeddings of all images (what the head reads), float64 on the CPU."""
+        encode = lambda x: self.net.autoencoder.encode(_scaled(x)).embedding  # noqa: E731
+        return self.trainer.infer(encode, autocast=autocast).double()
+
+    def init_head(self) -> None:
+        """Cluster the clean embeddings (AC-PIC, spectral or k-means); head weights = their unit-norm centroids."""
+        embeddings = self.embeddings()
+        labels, self.state.init_selection = initial_clusters(embeddings.numpy(), self.config, self.k, self.seed)
+        labels = torch.from_numpy(labels.astype(np.int64))
+        with torch.no_grad():
+            self.net.head.weight.copy_(head_rows(embeddings, labels, self.k))
+            self.net.head.bias.zero_()
+        self.state.set_initial(labels)
+
+    def predictions(self) -> np.ndarray:
+        """The clean predictions' clusters, for the history's scores during the warm-up."""
+        return self.trainer.infer(lambda x: self.net.clean_probs(_scaled(x))).argmax(dim=1).numpy()
+
+    def set_targets(self) -> None:
+        probs = self.trainer.infer(lambda x: self.net.clean_probs(_scaled(x)))
+        power, exponent = _TARGETS[self.config.target]
+        self.state.set_targets(probs, prior_targets(probs.double(), power, exponent).float())
+
+    def update_targets(self, ctx: EpochContext) -> bool:
+        """The alternating step: recompute Q every `target_update_interval` epochs; True when Q has
+        stopped changing (mean squared change below `tol`, as the released code)."""
+        if (ctx.epoch + 1) % self.config.target_update_interval:
+            return False
+        previous = self.state.q
+        self.set_targets()
+        change = torch.mean((self.state.q - previous) ** 2).item()
+        return change < self.config.tol
+
+    def assignments(self) -> np.ndarray:
+        """Clusters at the last target update (the clean predictions), for the history's scores."""
+        return self.state.probs.argmax(dim=1).numpy()
+
+    # --- after training ---------------------------------------------------------------------------
+    def fill_empty_clusters(self) -> list[dict[str, int]]:
+        """After training, each cluster that no clean prediction holds takes the smaller 2-means half
+        of the largest, through the head (`split_linear_head`), so the model gives the k clusters asked
+        for; returns the refills (cluster, donor, images moved). Only here: a cluster that empties
+        during self-training often comes back by the frequency prior, and splitting then cost
+        accuracy (docs/methods.md). In full precision, as `predict` computes, so that the split
+        found is the one the saved model gives."""
+        refilled: list[dict[str, int]] = []
+        embeddings = self.embeddings(autocast=False)
+        labels = predicted_clusters(self.net.head, embeddings)
+        if len(np.unique(labels)) == self.k:
+            return refilled
+        for split in plan_splits(labels, embeddings.numpy(), self.k, self.seed, self.config.kmeans_n_init):
+            moved = split_linear_head(self.net.head, split, embeddings)
+            refilled.append({"cluster": split.empty, "donor": split.donor, "images": moved})
+            console.info(
+                f"cluster: cluster {split.empty} ended empty; it takes {moved} images "
+                f"of cluster {split.donor}, the largest"
+            )
+        return refilled
 
 
 @register
@@ -191,102 +416,59 @@ class Depict(ClusterMethod):
     # --- training -------------------------------------------------------------------------------
     def _fit(self, images: ImageSet, context: FitContext) -> None:
         cfg = self.config
-        self._targets = _Targets()
-        self._trainer = Trainer(
+        state = TrainingState()
+        trainer = Trainer(
             images,
             seed=self.seed,
             device=self.device,
             context=context,
-            extra_state=self._targets,
+            extra_state=state,
             fingerprint=self.resume_fingerprint(),
             mixed_precision=cfg.mixed_precision,
         )
-        self._targets.device = self._trainer.device
-        self._train_rows, self._holdout_rows = self._split(len(images))
-        self.net_ = self._build()
-        self._layer_weights = (1.0, cfg.hidden_weight, cfg.hidden_weight)
+        self.device_ = str(trainer.device)
+        self.net_ = self._build()  # after the Trainer: it seeds the generators that initialise weights
+        schedule = DepictSchedule(
+            self.net_, trainer, cfg, int(self.k_), self.seed, state, eval_batch_size=self.predict_batch_size
+        )
         pretrain = partial(torch.optim.Adam, lr=cfg.lr)
         joint = partial(torch.optim.Adam, lr=cfg.cluster_lr)
         phases = [
             Phase(
                 "pretrain",
                 cfg.pretrain_epochs,
-                self._reconstruction_loss,
+                schedule.reconstruction_loss,
                 pretrain,
                 module=_Reconstructor(self.net_.autoencoder),
                 batch_size=cfg.batch_size,
-                batches=self._pretrain_batches,
-                on_epoch_end=self._early_stop,
+                batches=schedule.pretrain_batches,
+                on_epoch_end=schedule.early_stop,
             ),
             Phase(
                 "init",
                 cfg.init_epochs,
-                self._initial_loss,
+                schedule.initial_loss,
                 joint,
                 module=self.net_,
                 batch_size=cfg.batch_size,
-                on_start=self._init_head,
-                assign=self._predictions,
+                on_start=schedule.init_head,
+                assign=schedule.predictions,
             ),
             Phase(
                 "cluster",
                 cfg.epochs,
-                self._joint_loss,
+                schedule.joint_loss,
                 joint,
                 module=self.net_,
                 batch_size=cfg.batch_size,
-                on_start=self._set_targets,
-                on_epoch_end=self._update_targets,
-                assign=self._assignments,
+                on_start=schedule.set_targets,
+                on_epoch_end=schedule.update_targets,
+                assign=schedule.assignments,
             ),
         ]
-        self._trainer.fit(self.net_, phases)
-        self._fill_empty_clusters()
-        self.device_ = str(self._trainer.device)
-        del self._trainer
-
-    def _split(self, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """A seeded random `holdout` share of the images that pretraining does not train on, only
-        scores (no labels, so unlike the released code not stratified); None: no held-out set."""
-        n_holdout = int(self.config.holdout * n)
-        if n_holdout < 1:
-            return None, None
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-        return order[n_holdout:].sort().values, order[:n_holdout].sort().values
-
-    def _pretrain_batches(self, ctx: EpochContext) -> Iterator[Batch]:
-        return ctx.shuffled(self.config.batch_size, self._train_rows)
-
-    @torch.no_grad()
-    def _holdout_error(self) -> float:
-        """Clean (no dropout) layer-wise reconstruction error on the held-out images, their mean.
-        Every rank computes it whole (the set is small), so all ranks stop at the same epoch."""
-        data, total = self._trainer.data, 0.0
-        for start in range(0, len(self._holdout_rows), self.predict_batch_size):
-            rows = self._holdout_rows[start : start + self.predict_batch_size]
-            x = _scaled(data.batch(rows).x)
-            encoded = self.net_.autoencoder.encode(x)
-            error = layerwise_reconstruction(
-                self.net_.autoencoder.decode(encoded.embedding), [x, *encoded.hidden], self._layer_weights
-            )
-            total += float(error) * len(rows)
-        return total / len(self._holdout_rows)
-
-    def _early_stop(self, ctx: EpochContext) -> bool:
-        """The released code's stopping rule: end pretraining `pretrain_patience` epochs after the last
-        new low of the held-out error, and go on from the weights that reached it."""
-        if self._holdout_rows is None:
-            return False
-        state, error = self._targets, self._holdout_error()
-        if error < state.best_error:
-            state.keep_best(error, ctx.epoch + 1, self.net_.autoencoder.state_dict())
-        stop = ctx.epoch + 1 - state.best_epoch >= self.config.pretrain_patience
-        if (stop or ctx.epoch + 1 == self.config.pretrain_epochs) and state.best_weights is not None:
-            self.net_.autoencoder.load_state_dict(state.best_weights)
-            console.info(
-                f"pretrain: held-out error {state.best_error:.5f} at epoch {state.best_epoch}, weights restored"
-            )
-        return stop
+        trainer.fit(self.net_, phases)
+        self.refilled_ = schedule.fill_empty_clusters()
+        self.init_selection_ = state.init_selection
 
     def _build(self) -> DepictNet:
         channels, h, w = self.input_shape_
@@ -298,151 +480,14 @@ class Depict(ClusterMethod):
                 "(--set max_image_size=N keeps more of it), or --set image_size=N resizes to N x N"
             ) from None
 
-    def _reconstruction(self, recon: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            clean = self.net_.autoencoder.encode(x)
-        return layerwise_reconstruction(recon, [x, *clean.hidden], self._layer_weights)
-
-    def _reconstruction_loss(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        x = _scaled(batch.x)
-        loss = self._reconstruction(module(x), x)
-        return {"loss": loss}
-
-    def _joint_loss(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        """Reconstruction + cross-entropy of the noisy prediction against the soft targets Q."""
-        return self._combined(module, batch, lambda logits: soft_cross_entropy(logits, self._targets.q[batch.index]))
-
-    def _initial_loss(self, module: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        """As the joint loss, against the initial hard clusters (the released code's warm-up)."""
-        return self._combined(module, batch, lambda logits: F.cross_entropy(logits, self._targets.initial[batch.index]))
-
-    def _combined(self, module: nn.Module, batch: Batch, clustering_loss) -> dict[str, torch.Tensor]:
-        cfg = self.config
-        x = _scaled(batch.x)
-        logits, recon = module(x)
-        reconstruction = self._reconstruction(recon, x)
-        clustering = clustering_loss(logits.float())
-        loss = cfg.reconstruction_weight * reconstruction + cfg.cluster_weight * clustering
-        return {"loss": loss, "reconstruction": reconstruction, "clustering": clustering}
-
-    def _init_head(self) -> None:
-        """Cluster the clean embeddings (AC-PIC, spectral or k-means); head weights = their unit-norm centroids."""
-        embeddings = self._embeddings()
-        labels = torch.from_numpy(self._initial_clusters(embeddings.numpy()).astype(np.int64))
-        with torch.no_grad():
-            self.net_.head.weight.copy_(self._head_rows(embeddings, labels))
-            self.net_.head.bias.zero_()
-        self._targets.set_initial(labels)
-
-    def _embeddings(self, autocast: bool = True) -> torch.Tensor:
-        """The clean embeddings of all images (what the head reads), float64 on the CPU."""
-        encode = lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding  # noqa: E731
-        return self._trainer.infer(encode, autocast=autocast).double()
-
-    def _head_rows(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The clusters' unit-norm centroids, one row per cluster."""
-        centroids = torch.zeros(int(self.k_), embeddings.shape[1], dtype=torch.float64)
-        centroids.index_add_(0, labels, embeddings)
-        centroids /= torch.bincount(labels, minlength=int(self.k_)).clamp_min(1).unsqueeze(1)
-        return centroids / centroids.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-    def _initial_objective(self, embeddings: torch.Tensor, labels: np.ndarray) -> float:
-        """DEPICT's objective KL(Q‖P) + KL(f‖u) for the head that `labels` would start from."""
-        rows = self._head_rows(embeddings, torch.from_numpy(labels.astype(np.int64)))
-        power, exponent = _TARGETS[self.config.target]
-        return frequency_prior_objective(torch.softmax(embeddings @ rows.T, dim=1), power, exponent)
-
-    def _path_integral_clusters(self, embeddings: np.ndarray) -> np.ndarray:
-        """AC-PIC; with `pic_fold_outliers`, AC-PIC again with `min_size` one above the last kept
-        partition's smallest cluster, kept while that lowers DEPICT's objective at the start of
-        training, and while min_size stays within an even split's cluster size n/k."""
-        cfg, k, n = self.config, int(self.k_), len(embeddings)
-        as_tensor = torch.from_numpy(embeddings)
-        min_size, kept = 1, 0  # kept: the index of the partition kept among those tried
-        pic = PathIntegralClustering(embeddings, k, n_neighbors=cfg.pic_neighbors)  # one graph for every run
-        labels = pic.merge(min_size)
-        objective = self._initial_objective(as_tensor, labels)
-        self._targets.init_selection = [{"min_size": min_size, "objective": objective, "kept": False}]
-        while cfg.pic_fold_outliers:
-            min_size = int(np.bincount(labels, minlength=k).min()) + 1
-            if min_size > n // k:
-                break
-            candidate = pic.merge(min_size)
-            candidate_objective = self._initial_objective(as_tensor, candidate)
-            self._targets.init_selection.append({"min_size": min_size, "objective": candidate_objective, "kept": False})
-            if not candidate_objective < objective:  # not lower (or NaN): stop
-                break
-            labels, objective, kept = candidate, candidate_objective, len(self._targets.init_selection) - 1
-        self._targets.init_selection[kept]["kept"] = True
-        if len(self._targets.init_selection) > 1:
-            steps = ", ".join(f"{s['min_size']}: {s['objective']:.5f}" for s in self._targets.init_selection)
-            console.info(
-                f"init: AC-PIC minimum cluster sizes tried (size: DEPICT objective) {steps}; "
-                f"kept {self._targets.init_selection[kept]['min_size']}"
-            )
-        return labels
-
-    def _initial_clusters(self, embeddings: np.ndarray) -> np.ndarray:
-        """The partition self-training starts from, which it sharpens but rarely changes (docs/methods.md)."""
-        cfg, k = self.config, int(self.k_)
-        if cfg.init == "spectral":
-            affinity = knn_affinity(embeddings.astype(np.float32), cfg.spectral_neighbors)
-            vectors, _ = spectral_embedding(affinity, k, seed=self.seed)
-            return partition(vectors, k, cfg.kmeans_n_init, self.seed)
-        if cfg.init == "pic":
-            return self._path_integral_clusters(embeddings)
-        from sklearn.cluster import KMeans
-
-        return KMeans(k, n_init=cfg.kmeans_n_init, random_state=self.seed).fit_predict(embeddings)
-
-    def _predictions(self) -> np.ndarray:
-        return self._trainer.infer(lambda x: self.net_.clean_probs(_scaled(x))).argmax(dim=1).numpy()
-
-    def _update_targets(self, ctx: EpochContext) -> bool:
-        """The alternating step: recompute Q every `target_update_interval` epochs; True when Q has
-        stopped changing (mean squared change below `tol`, as the released code)."""
-        if (ctx.epoch + 1) % self.config.target_update_interval:
-            return False
-        previous = self._targets.q
-        self._set_targets()
-        change = torch.mean((self._targets.q - previous) ** 2).item()
-        return change < self.config.tol
-
-    def _set_targets(self) -> None:
-        probs = self._trainer.infer(lambda x: self.net_.clean_probs(_scaled(x)))
-        power, exponent = _TARGETS[self.config.target]
-        self._targets.set(probs, prior_targets(probs.double(), power, exponent).float())
-
-    def _fill_empty_clusters(self) -> None:
-        """After training, each cluster that no clean prediction holds takes the smaller 2-means half
-        of the largest, through the head (`empty_clusters`), so the model gives the k clusters asked
-        for. Only here: a cluster that empties during self-training often comes back by the
-        frequency prior, and splitting then cost accuracy (docs/methods.md). In full precision, as
-        `predict` computes, so that the split found is the one the saved model gives."""
-        self._refilled: list[dict[str, int]] = []
-        embeddings = self._embeddings(autocast=False)
-        labels = predicted_clusters(self.net_.head, embeddings)
-        if len(np.unique(labels)) == int(self.k_):
-            return
-        for split in plan_splits(labels, embeddings.numpy(), int(self.k_), self.seed, self.config.kmeans_n_init):
-            moved = split_linear_head(self.net_.head, split, embeddings)
-            self._refilled.append({"cluster": split.empty, "donor": split.donor, "images": moved})
-            console.info(
-                f"cluster: cluster {split.empty} ended empty; it takes {moved} images "
-                f"of cluster {split.donor}, the largest"
-            )
-
-    def _assignments(self) -> np.ndarray:
-        """Clusters at the last target update (the clean predictions), for the history's scores."""
-        return self._targets.probs.argmax(dim=1).numpy()
-
     def fit_info(self) -> dict[str, Any]:
-        """For metrics.json: how the initial clusters were chosen, and the clusters that ended empty."""
-        targets, info = getattr(self, "_targets", None), {}
-        if targets is not None and targets.init_selection:
-            info["init_selection"] = targets.init_selection
-        if getattr(self, "_refilled", None):
-            info["empty_clusters_refilled"] = self._refilled
+        """For metrics.json: how the initial clusters were chosen, and the clusters that ended empty
+        (a model loaded from model.ckpt knows neither)."""
+        info: dict[str, Any] = {}
+        if self.init_selection_:
+            info["init_selection"] = self.init_selection_
+        if self.refilled_:
+            info["empty_clusters_refilled"] = self.refilled_
         return info
 
     # --- inference & persistence ------------------------------------------------------------------
@@ -462,3 +507,4 @@ class Depict(ClusterMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net_ = self._build()
         self.net_.load_state_dict(state["net"])
+        self.init_selection_, self.refilled_ = [], []  # facts of the fit, not in model.ckpt
