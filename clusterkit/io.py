@@ -54,7 +54,8 @@ _TEMP_SUFFIX = ".tmp"
 
 def is_atomic_temp(name: str, target: str) -> bool:
     """Whether the file `name` is a temporary that `atomic_write` of `target` (a file name in the
-    same folder) leaves behind when killed mid-write (kill -9): `.TARGET.XXXXXXXX.tmp`."""
+    same folder) leaves behind when killed mid-write (kill -9): `.TARGET.` + mkstemp's 8 random
+    characters + `.tmp`."""
     return re.fullmatch(rf"\.{re.escape(target)}\.[a-z0-9_]{{8}}{re.escape(_TEMP_SUFFIX)}", name) is not None
 
 

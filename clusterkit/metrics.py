@@ -52,12 +52,15 @@ def ari(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
     return float(adjusted_rand_score(np.asarray(y_true), np.asarray(y_pred)))
 
 
+def label_scores(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, float]:
+    """ACC, NMI and ARI: what metrics.json and the training history report beside a fit."""
+    return {"acc": cluster_acc(y_true, y_pred), "nmi": nmi(y_true, y_pred), "ari": ari(y_true, y_pred)}
+
+
 def evaluate(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, Any]:
     """All scores of one assignment, as `evaluate --json` prints them."""
     return {
-        "acc": cluster_acc(y_true, y_pred),
-        "nmi": nmi(y_true, y_pred),
-        "ari": ari(y_true, y_pred),
+        **label_scores(y_true, y_pred),
         "purity": purity(y_true, y_pred),
         "n": len(y_true),
         "k_pred": len(set(np.asarray(y_pred).tolist())),

@@ -137,13 +137,14 @@ AUTO_K_MIN_IMAGES = 4  # the eigengap among k = 2.. needs the first k_min + 2 = 
 
 
 def check_distinct(k: int | str, n_distinct: int) -> None:
-    """Refuse, before any graph is built, a k that the distinct images cannot fill."""
+    """Refuse, before any work, a k that the distinct images cannot fill (a given k is named first:
+    it says what to change)."""
+    if k != "auto" and k > n_distinct:
+        raise InputError(f"--k {k} is larger than the number of distinct images ({n_distinct})")
     if n_distinct < 2:
         raise InputError("the images are all alike: there is nothing to cluster")
     if k == "auto" and n_distinct < AUTO_K_MIN_IMAGES:
         raise InputError(f"--k auto needs at least {AUTO_K_MIN_IMAGES} images that differ, to choose k by the eigengap")
-    if k != "auto" and k > n_distinct:
-        raise InputError(f"--k {k} is larger than the number of distinct images ({n_distinct})")
 
 
 def spectral_partition(

@@ -4,11 +4,8 @@ truth is known, ACC/NMI/ARI), appended as training goes so a crashed run keeps i
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from clusterkit.io import atomic_write_text
 from clusterkit.outputs.run import HISTORY_NAME
@@ -32,10 +29,3 @@ class History:
         if self.path is not None:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
-
-
-def label_scores(y_true: Sequence[Any], y_pred: np.ndarray) -> dict[str, float]:
-    """ACC/NMI/ARI for the history; labels only ever inform the log, never training."""
-    from clusterkit.metrics import ari, cluster_acc, nmi
-
-    return {"acc": cluster_acc(y_true, y_pred), "nmi": nmi(y_true, y_pred), "ari": ari(y_true, y_pred)}

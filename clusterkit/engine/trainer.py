@@ -25,12 +25,13 @@ from clusterkit.engine.batches import DeviceData
 from clusterkit.engine.context import FitContext
 from clusterkit.engine.device import resolve_device
 from clusterkit.engine.distributed import env_from_os, init_process_group, is_active, unshard
-from clusterkit.engine.history import History, label_scores
+from clusterkit.engine.history import History
 from clusterkit.engine.phase import EpochContext, Phase
 from clusterkit.engine.precision import Precision
 from clusterkit.engine.seeding import capture_rng, derived_seed, restore_rng, seed_everything
 from clusterkit.engine.state import load_train_state, save_train_state
 from clusterkit.errors import InputError
+from clusterkit.metrics import label_scores
 from clusterkit.outputs.run import STATE_NAME
 
 # Progress text is refreshed at most this often (reading loss values syncs the GPU).

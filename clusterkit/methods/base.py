@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from clusterkit.algorithms.spectral import check_distinct, distinct_rows
 from clusterkit.config import MethodConfig, build_config, config_to_dict
 from clusterkit.data.samples import SampleKind, Samples
 from clusterkit.engine.context import FitContext
@@ -29,12 +30,6 @@ def check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
         raise InputError(f"--seed must be an integer in [0, {SEED_MAX}], got {repr(seed)[:40]}")
     return int(seed)
-
-
-def count_distinct(array: np.ndarray) -> int:
-    """How many different samples (rows over every other axis, compared byte for byte) `array` holds."""
-    flat = np.ascontiguousarray(array.reshape(len(array), -1))
-    return len(np.unique(flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).ravel()))
 
 
 class ClusterMethod(ABC):
@@ -58,8 +53,8 @@ class ClusterMethod(ABC):
         self.fitted_ = False  # until _fit returns: a fit that failed half-way leaves no usable model
         self._check_kind(samples)
         self.k_ = self.check_k(len(samples))
-        if self.k_ != "auto":  # more clusters than distinct samples could only be empty
-            self.check_distinct_k(samples.array)
+        if self.k_ != "auto":  # more clusters than distinct samples (the pixels, not features) could only be empty
+            check_distinct(self.k_, len(distinct_rows(samples.array)[0]))
         self.input_shape_ = tuple(samples.sample_shape)
         self._fit(samples, context or FitContext())
         self.fitted_ = True
@@ -138,12 +133,6 @@ class ClusterMethod(ABC):
         if k > n_samples:
             raise InputError(f"--k {k} is larger than the number of images ({n_samples})")
         return int(k)
-
-    def check_distinct_k(self, array: np.ndarray) -> None:
-        """Refuse a k that the distinct samples (the pixels, not features computed from them) cannot fill."""
-        n_distinct = count_distinct(array)
-        if self.k_ > n_distinct:
-            raise InputError(f"--k {self.k_} is larger than the number of distinct images ({n_distinct})")
 
     def _check_state(self) -> None:  # noqa: B027  # a hook: most methods check nothing more
         """Raise ValueError where the state just loaded (`load_state_dict`) disagrees with `k_` or

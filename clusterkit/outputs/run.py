@@ -103,10 +103,8 @@ class RunFolder:
             path.mkdir(parents=True)
             self.created = True
             return
-        except FileExistsError:
+        except FileExistsError:  # a folder (a file at `path` was refused above)
             pass
-        if not path.is_dir():
-            raise InputError(f"--out {path} exists and is not a folder")
         strays = self._stray_temps()
         if not force and any(p.name not in strays for p in path.iterdir()):
             if self.is_run():

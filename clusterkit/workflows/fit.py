@@ -23,7 +23,7 @@ from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod, check_seed
 from clusterkit.methods.factory import create_method
 from clusterkit.methods.registry import get_method_class
-from clusterkit.metrics import ari, cluster_acc, nmi
+from clusterkit.metrics import label_scores
 from clusterkit.outputs.run import CONFIG_NAME, RunFolder, default_run_dir
 
 # A cluster is reported as collapse when it holds more than halfway from its fair share (1/k of the
@@ -148,9 +148,7 @@ def _fit_metrics(model: ClusterMethod, samples: Samples, truth: list[str] | None
         "seed": model.seed,
     }
     if truth is not None:
-        metrics.update(
-            acc=cluster_acc(truth, model.labels_), nmi=nmi(truth, model.labels_), ari=ari(truth, model.labels_)
-        )
+        metrics.update(label_scores(truth, model.labels_))
     metrics.update(model.fit_info())
     return metrics
 
