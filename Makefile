@@ -14,7 +14,8 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/clusterkit datasets export digits data/digits
+	@# export refuses a non-empty folder (it would mix data sets), so a second `make demo` reuses the first export
+	test -f data/digits/labels.csv || $(BIN)/clusterkit datasets export digits data/digits
 	$(BIN)/clusterkit fit data/digits --method kmeans --k 10 --labels data/digits/labels.csv --out runs/demo-kmeans --force --quiet
 	$(BIN)/clusterkit fit data/digits --method spectral --k 10 --labels data/digits/labels.csv --out runs/demo-spectral --force --quiet
 	$(BIN)/clusterkit fit data/digits --method sanet --k 10 --labels data/digits/labels.csv --out runs/demo-sanet --force
