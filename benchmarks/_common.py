@@ -68,6 +68,26 @@ def timed_fit(method: str, images, k: int, seed: int, **options: Any) -> dict[st
     }
 
 
+def isolated_fit(method: str, images, k: int, seed: int, **options: Any) -> dict[str, Any]:
+    """`timed_fit` in a fresh process, so that its peak memory is this fit's alone (a process's
+    peak resident size only grows) and no fit inherits another's caches or thread pools."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_measured_fit, method, images, k, seed, options).result()
+
+
+def _measured_fit(method: str, images, k: int, seed: int, options: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    result = timed_fit(method, images, k, seed, **options)
+    result["peak_mb"] = round(peak_rss_mb(), 1)
+    if torch.cuda.is_available():
+        result["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return result
+
+
 def mean_sd(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation over seeds (0 for a single seed)."""
     import statistics

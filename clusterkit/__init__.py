@@ -16,23 +16,32 @@ from clusterkit._version import __version__
 
 if TYPE_CHECKING:
     from clusterkit.data import ImageSet, load_images
+    from clusterkit.data.samples import FeatureSet
     from clusterkit.errors import InputError
     from clusterkit.methods.base import ClusterMethod
     from clusterkit.methods.factory import load_model
     from clusterkit.methods.registry import list_methods
     from clusterkit.workflows.assign import assign
+    from clusterkit.workflows.embed import EmbedRequest, embed_source
     from clusterkit.workflows.evaluate import evaluate_files
+    from clusterkit.workflows.export import export_run
     from clusterkit.workflows.fit import FitRequest, run_fit
+    from clusterkit.workflows.report import build_report
 
 # Public name -> the module that defines it, imported on first use.
 _LAZY = {
     "ImageSet": "clusterkit.data",
+    "FeatureSet": "clusterkit.data.samples",
     "load_images": "clusterkit.data",
     "InputError": "clusterkit.errors",  # what the library raises for bad input, as the CLI's one-line errors
     "load_model": "clusterkit.methods.factory",
     "list_methods": "clusterkit.methods.registry",
     "assign": "clusterkit.workflows.assign",
     "evaluate_files": "clusterkit.workflows.evaluate",
+    "EmbedRequest": "clusterkit.workflows.embed",
+    "embed_source": "clusterkit.workflows.embed",
+    "export_run": "clusterkit.workflows.export",
+    "build_report": "clusterkit.workflows.report",
     "FitRequest": "clusterkit.workflows.fit",
     "run_fit": "clusterkit.workflows.fit",
 }
@@ -54,12 +63,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "EmbedRequest",
+    "FeatureSet",
     "FitRequest",
     "ImageSet",
     "InputError",
     "__version__",
     "assign",
+    "build_report",
+    "embed_source",
     "evaluate_files",
+    "export_run",
     "get_method",
     "list_methods",
     "load_images",

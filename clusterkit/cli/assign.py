@@ -22,6 +22,9 @@ def assign(
     probs: bool = typer.Option(False, "--probs", help="Add p0..p{k-1}: the soft assignment."),
     device: str = options.DEVICE,
     batch_size: Optional[int] = options.BATCH_SIZE,
+    weights: Optional[str] = options.WEIGHTS,
+    cache: Optional[Path] = options.CACHE,
+    no_cache: bool = options.NO_CACHE,
     null: bool = options.NULL,
     quiet: bool = options.QUIET,
 ) -> None:
@@ -32,5 +35,14 @@ def assign(
 
     console.set_quiet(quiet)
     check_output(output, fmt)
-    result = assign_source(source, model, device=device, batch_size=batch_size, nul_separated=null)
+    result = assign_source(
+        source,
+        model,
+        device=device,
+        batch_size=batch_size,
+        nul_separated=null,
+        weights=weights,
+        cache=cache,
+        use_cache=not no_cache,
+    )
     write_assignment(result, output=output, fmt=fmt, probs=probs)

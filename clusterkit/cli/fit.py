@@ -28,6 +28,14 @@ def fit(
     labels: Optional[Path] = typer.Option(None, "--labels", help="path,label CSV: adds ACC/NMI/ARI to metrics."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Write into --out even if it holds other files."),
+    backbone: Optional[str] = typer.Option(
+        None,
+        "--backbone",
+        help="Cluster this pretrained backbone's features (kmeans, spectral, gmm): efficientnet_lite0, resnet50, timm:NAME, ...",
+    ),
+    weights: Optional[str] = options.WEIGHTS,
+    cache: Optional[Path] = options.CACHE,
+    no_cache: bool = options.NO_CACHE,
     null: bool = options.NULL,
     quiet: bool = options.QUIET,
 ) -> None:
@@ -51,6 +59,10 @@ def fit(
         resume=resume,
         force=force,
         nul_separated=null,
+        backbone=backbone,
+        weights=weights,
+        cache=cache,
+        use_cache=not no_cache,
     )
     result = run_fit(request)
     _print_summary(result.metrics)
@@ -64,7 +76,8 @@ def _print_summary(metrics: dict[str, Any]) -> None:
 
     if console.is_quiet():
         return
-    table = Table(title=f"{metrics['method']} on {metrics['n_images']} images", title_justify="left")
+    features = f" ({metrics['backbone']} features)" if "backbone" in metrics else ""
+    table = Table(title=f"{metrics['method']} on {metrics['n_images']} images{features}", title_justify="left")
     for key in ("k", "acc", "nmi", "ari", "seconds", "device"):
         if key in metrics:
             table.add_column(key, justify="right")

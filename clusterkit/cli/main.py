@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from clusterkit.cli import assign, datasets, evaluate, fit, methods
+from clusterkit.cli import assign, datasets, embed, evaluate, export, fit, methods, report
 from clusterkit.errors import ClusterkitError
 
 app = typer.Typer(
@@ -44,8 +44,11 @@ def main(
 
 fit.register(app)
 assign.register(app)
+embed.register(app)
 evaluate.register(app)
 methods.register(app)
+report.register(app)
+export.register(app)
 app.add_typer(datasets.app, name="datasets")
 
 

@@ -1,19 +1,19 @@
 """The in-memory sample sets methods consume, and the protocol they share.
 
-A method declares the kind of sample it takes (`ClusterMethod.input_kind`); the data layer hands
-it a set of that kind. Every kind holds its samples as one uint8 array (`array`, N x sample_shape)
-beside their paths and optional ground truth, so the engine, checkpoints and outputs need no
-knowledge of what a sample is. Pixels are the one kind today; features and volumes come next.
+A method declares the kinds of sample it takes (`ClusterMethod.input_kinds`); the data layer (or,
+for features, `clusterkit.features`) hands it a set of one kind. Every kind holds its samples as one
+array (`array`, N x sample_shape: uint8 pixels, float features) beside their paths and optional
+ground truth, so the engine, checkpoints and outputs need no knowledge of what a sample is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
-SampleKind = Literal["pixels"]
+SampleKind = Literal["pixels", "features"]
 
 
 class Samples(Protocol):
@@ -23,18 +23,31 @@ class Samples(Protocol):
     paths: list[str]
     labels: list[str] | None
     skipped: list[tuple[str, str]]
+    # What turned images into these samples (`clusterkit.features` identity: name, weights hash,
+    # preprocessing); None for pixels. A model records it, so new samples are made the same way.
+    backbone: dict[str, Any] | None
 
     def __len__(self) -> int: ...
 
     @property
     def array(self) -> np.ndarray:
-        """The samples as one uint8 array, (N, *sample_shape)."""
+        """The samples as one array, (N, *sample_shape): uint8 pixels, float features."""
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         """One sample's shape: what a fitted model requires of new samples."""
 
+    def flat(self) -> np.ndarray:
+        """The samples as float32 vectors (N, D), for methods that see a sample as one vector."""
+
     def subset(self, index: np.ndarray | list[int]) -> Samples: ...
+
+
+def _rows(index: np.ndarray | list[int]) -> np.ndarray:
+    """`index` as integer positions; an empty one stays an integer index, where numpy would read
+    `[]` as a float index and fail."""
+    index = np.asarray(index)
+    return np.zeros(0, dtype=np.intp) if index.size == 0 else index
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class ImageSet:
     """
 
     kind: ClassVar[SampleKind] = "pixels"
+    backbone: ClassVar[None] = None
 
     paths: list[str]
     pixels: np.ndarray
@@ -90,13 +104,59 @@ class ImageSet:
         return self.as_float().reshape(len(self), -1)
 
     def subset(self, index: np.ndarray | list[int]) -> ImageSet:
-        """The images at `index` (integer positions); an empty index gives an empty set that keeps
-        the (0, C, H, W) shape, where numpy would read `[]` as a float index and fail."""
-        index = np.asarray(index)
-        if index.size == 0:
-            index = np.zeros(0, dtype=np.intp)
+        """The images at `index` (integer positions); an empty index keeps the (0, C, H, W) shape."""
+        index = _rows(index)
         return ImageSet(
             paths=[self.paths[i] for i in index],
             pixels=self.pixels[index],
+            labels=None if self.labels is None else [self.labels[i] for i in index],
+        )
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Feature vectors of images (a pretrained backbone's, `clusterkit.features`), one row each.
+
+    `features` is float (N, D); `backbone` is the identity of what made them (name, weights hash,
+    preprocessing), which a fitted model records so that `assign` embeds new images the same way
+    and refuses features of another backbone. Frozen, as ImageSet.
+    """
+
+    kind: ClassVar[SampleKind] = "features"
+
+    paths: list[str]
+    features: np.ndarray
+    backbone: dict[str, Any]
+    labels: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.features.ndim != 2 or not np.issubdtype(self.features.dtype, np.floating):
+            raise ValueError(f"features must be float (N, D), got {self.features.dtype} {self.features.shape}")
+        if len(self.paths) != len(self.features):
+            raise ValueError("paths and features differ in length")
+        if self.labels is not None and len(self.labels) != len(self.paths):
+            raise ValueError("labels and paths differ in length")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def array(self) -> np.ndarray:
+        return self.features
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (int(self.features.shape[1]),)
+
+    def flat(self) -> np.ndarray:
+        return self.features.astype(np.float32, copy=False)
+
+    def subset(self, index: np.ndarray | list[int]) -> FeatureSet:
+        index = _rows(index)
+        return FeatureSet(
+            paths=[self.paths[i] for i in index],
+            features=self.features[index],
+            backbone=self.backbone,
             labels=None if self.labels is None else [self.labels[i] for i in index],
         )

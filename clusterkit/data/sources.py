@@ -26,6 +26,21 @@ def is_builtin(source: str | os.PathLike) -> bool:
     return os.fspath(source).startswith(BUILTIN_PREFIX)
 
 
+def source_root(source: str | os.PathLike) -> Path | None:
+    """The folder that the names of a source's files are relative to, as an absolute path, so that
+    commands run later (report, export) from another folder open the same files; None for a
+    built-in set, whose images are not files."""
+    source = os.fspath(source)
+    if is_builtin(source):
+        return None
+    path = Path(source)
+    if path.is_dir():
+        return path.resolve()
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return path.resolve().parent
+    return Path.cwd()  # a .txt list or stdin: relative entries resolve against the working folder
+
+
 def list_folder(folder: Path) -> list[ImageFile]:
     """Image files below `folder`, sorted by relative name.
 

@@ -21,7 +21,10 @@ from clusterkit.data.samples import SampleKind, Samples
 from clusterkit.engine.context import FitContext
 from clusterkit.engine.device import check_device
 from clusterkit.errors import InputError
+from clusterkit.features.backbones import check_same_backbone
 
+# Where each kind of samples comes from, for the error that names what a model takes.
+_LOADERS = {"pixels": "clusterkit.load_images", "features": "clusterkit.features"}
 SEED_MAX = 2**32 - 1  # scikit-learn's random_state range, [0, 2**32 - 1]
 
 
@@ -35,7 +38,9 @@ def check_seed(seed: Any) -> int:
 class ClusterMethod(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
-    input_kind: ClassVar[SampleKind] = "pixels"  # the kind of samples `fit` and `predict_proba` take
+    # The kinds of samples `fit` takes (pixels; features of a pretrained backbone for the methods
+    # that cluster vectors); `predict_proba` takes the kind, and backbone, it was fitted on.
+    input_kinds: ClassVar[tuple[SampleKind, ...]] = ("pixels",)
     uses_engine: ClassVar[bool] = False  # trains in epochs through the engine: history.jsonl, --resume
     supports_auto_k: ClassVar[bool] = False
     Config: ClassVar[type[MethodConfig]] = MethodConfig
@@ -51,7 +56,11 @@ class ClusterMethod(ABC):
     # --- learning -------------------------------------------------------------------------
     def fit(self, samples: Samples, context: FitContext | None = None) -> ClusterMethod:
         self.fitted_ = False  # until _fit returns: a fit that failed half-way leaves no usable model
-        self._check_kind(samples)
+        if getattr(samples, "kind", None) not in self.input_kinds:
+            got = getattr(samples, "kind", type(samples).__name__)
+            raise InputError(f"{self.name} takes {' or '.join(self.input_kinds)} samples, got {got}")
+        self.input_kind_: SampleKind = samples.kind
+        self.backbone_: dict[str, Any] | None = getattr(samples, "backbone", None)  # None: made of no backbone
         self.k_ = self.check_k(len(samples))
         if self.k_ != "auto":  # more clusters than distinct samples (the pixels, not features) could only be empty
             check_distinct(self.k_, len(distinct_rows(samples.array)[0]))
@@ -82,6 +91,17 @@ class ClusterMethod(ABC):
     def _predict_proba(self, samples: Samples) -> np.ndarray:
         """`predict_proba` of a fitted model on samples shaped as in training."""
 
+    def embedding(self, samples: Samples) -> np.ndarray:
+        """(N, D) vectors of the space the method clusters in: what `report` maps in 2-D."""
+        self.check_fitted()
+        self._check_kind(samples)
+        self.check_shape(samples)
+        return self._embedding(samples)
+
+    def _embedding(self, samples: Samples) -> np.ndarray:
+        """The samples themselves as vectors; a method that learns or derives a space overrides this."""
+        return samples.array.reshape(len(samples), -1).astype(np.float32)
+
     def predict(self, samples: Samples) -> np.ndarray:
         return self.predict_proba(samples).argmax(axis=1)
 
@@ -109,9 +129,13 @@ class ClusterMethod(ABC):
             raise InputError(f"this {self.name} model is not fitted: call fit() first, or load a saved model")
 
     def _check_kind(self, samples: Samples) -> None:
-        if getattr(samples, "kind", None) != self.input_kind:
+        """New samples are of the kind, and from the backbone, that the model was fitted on."""
+        if getattr(samples, "kind", None) != self.input_kind_:
             got = getattr(samples, "kind", type(samples).__name__)
-            raise InputError(f"{self.name} takes {self.input_kind} samples (clusterkit.load_images), got {got}")
+            loader = _LOADERS[self.input_kind_]
+            raise InputError(f"this {self.name} model takes {self.input_kind_} samples ({loader}), got {got}")
+        if self.backbone_ is not None:
+            check_same_backbone(self.backbone_, samples.backbone, f"this {self.name} model")
 
     def check_shape(self, samples: Samples) -> None:
         """Every model maps samples shaped as in training (pixels, filters, convnets); `assign` loads
@@ -160,10 +184,18 @@ class ClusterMethod(ABC):
                 "k": int(self.k_),
                 "seed": int(self.seed),
                 "config": config_to_dict(self.config),
-                "input": {"kind": self.input_kind, "shape": [int(s) for s in self.input_shape_]},
+                "input": self.input_header(),
                 "state": self.state_dict(),
             },
         )
+
+    def input_header(self) -> dict[str, Any]:
+        """What the model takes, as the checkpoint records it: kind, shape, and the backbone's
+        identity for features."""
+        header: dict[str, Any] = {"kind": self.input_kind_, "shape": [int(s) for s in self.input_shape_]}
+        if self.backbone_ is not None:
+            header["backbone"] = dict(self.backbone_)
+        return header
 
     @staticmethod
     def load(path: str | Path) -> ClusterMethod:

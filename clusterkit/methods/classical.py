@@ -1,4 +1,5 @@
-"""Classical baselines on raw pixels or their PCA: k-means, spectral clustering, Gaussian mixture.
+"""Classical baselines on raw pixels, their PCA, or a pretrained backbone's features (`--backbone`):
+k-means, spectral clustering, Gaussian mixture.
 
 Every deep method must beat these on the benchmarks, so they are honest, well-configured baselines
 (scikit-learn's estimators, k-means++ with 10 restarts, a sparse self-tuning kNN graph).
@@ -23,7 +24,7 @@ from clusterkit.algorithms.spectral import (
     spectral_partition,
 )
 from clusterkit.config import MethodConfig, option
-from clusterkit.data.samples import ImageSet
+from clusterkit.data.samples import Samples
 from clusterkit.engine.context import FitContext
 from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod
@@ -38,15 +39,17 @@ class ClassicalConfig(MethodConfig):
     """Defaults are scikit-learn's usual ones (k-means++ with 10 restarts) unless docs/methods.md says otherwise."""
 
     features: Literal["pixels", "pca"] = option(
-        "pixels", "'pixels' (the flattened image) or 'pca' (its first pca_components)"
+        "pixels",
+        "'pixels' (the flattened image; with --backbone, its features as they are) or 'pca' (their first pca_components)",
     )
     pca_components: int = option(50, "principal components kept with features=pca", low=1)
     k_max: int = option(20, "largest k tried by --k auto", low=2)
     n_init: int = option(10, "k-means restarts, the best one kept (gmm: EM restarts, a fifth of it)", low=1)
 
 
-class _PixelFeatures:
-    """Flatten, and optionally project on principal components learned at fit time."""
+class _VectorFeatures:
+    """Samples as vectors (flattened pixels, or a backbone's features), optionally projected on
+    principal components learned at fit time."""
 
     def __init__(self, config: ClassicalConfig, seed: int) -> None:
         self.config = config
@@ -54,8 +57,8 @@ class _PixelFeatures:
         self.mean_: np.ndarray | None = None
         self.components_: np.ndarray | None = None
 
-    def fit_transform(self, images: ImageSet) -> np.ndarray:
-        x = images.flat()
+    def fit_transform(self, samples: Samples) -> np.ndarray:
+        x = samples.flat()
         if self.config.features == "pca":
             from sklearn.decomposition import PCA
 
@@ -65,8 +68,8 @@ class _PixelFeatures:
             self.mean_, self.components_ = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
         return self.transform_flat(x)
 
-    def transform(self, images: ImageSet) -> np.ndarray:
-        return self.transform_flat(images.flat())
+    def transform(self, samples: Samples) -> np.ndarray:
+        return self.transform_flat(samples.flat())
 
     def transform_flat(self, x: np.ndarray) -> np.ndarray:
         if self.components_ is None:
@@ -88,18 +91,23 @@ class _ClassicalMethod(ClusterMethod):
     """Shared plumbing: features, `--k auto` bookkeeping, persistence of the feature map."""
 
     Config = ClassicalConfig
+    input_kinds = ("pixels", "features")
     config: ClassicalConfig
 
     def __init__(self, k: int | str | None = 10, seed: int = 0, device: str = "auto", **options: Any) -> None:
         super().__init__(k=k, seed=seed, device=device, **options)
-        self.features_ = _PixelFeatures(self.config, seed)
+        self.features_ = _VectorFeatures(self.config, seed)
         self.k_selection_: dict[str, Any] = {}
 
-    def _fit(self, images: ImageSet, context: FitContext) -> None:
-        x = self.features_.fit_transform(images)
-        # Distinct on the pixels, not the features: PCA projections of identical images can differ in
-        # float noise. `ClusterMethod.fit` has refused a k beyond the distinct images already.
-        self._fit_features(x, distinct_rows(images.pixels))
+    def _fit(self, samples: Samples, context: FitContext) -> None:
+        x = self.features_.fit_transform(samples)
+        # Distinct on the samples, not their PCA: projections of identical images can differ in
+        # float noise. `ClusterMethod.fit` has refused a k beyond the distinct samples already.
+        self._fit_features(x, distinct_rows(samples.array))
+
+    def _embedding(self, samples: Samples) -> np.ndarray:
+        """The vectors the method clusters: the samples after its scaling and PCA, if any."""
+        return self.features_.transform(samples)
 
     def _set_auto_k(self, k: int, selection: dict[str, Any]) -> None:
         self.k_, self.k_selection_ = k, selection
@@ -121,10 +129,10 @@ class _ClassicalMethod(ClusterMethod):
         """Fit on the feature matrix; resolves `self.k_` first when it is 'auto'. `distinct` is
         `distinct_rows(x)`, for the methods that cluster distinct points."""
 
-    def _predict_proba(self, images: ImageSet) -> np.ndarray:
+    def _predict_proba(self, images: Samples) -> np.ndarray:
         """Scored once per distinct image and copied to its duplicates: byte-identical images get the
         same row (their PCA projections can differ in float noise, depending on their position)."""
-        first, copy_of, _ = distinct_rows(images.pixels)
+        first, copy_of, _ = distinct_rows(images.array)
         if len(first) == len(images):  # no duplicates: `first` is every row in order
             return self._proba_features(self.features_.transform(images))
         return self._proba_features(self.features_.transform(images.subset(first)))[copy_of]
@@ -182,7 +190,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 @register
 class KMeansMethod(_ClassicalMethod):
     name = "kmeans"
-    description = "k-means (k-means++, 10 restarts) on pixels or PCA; --k auto by silhouette"
+    description = "k-means (k-means++, 10 restarts) on pixels, PCA or --backbone features; --k auto by silhouette"
     supports_auto_k = True
 
     def _choose_k(self, x: np.ndarray, copy_of: np.ndarray) -> tuple[int, dict[str, Any]]:
@@ -298,7 +306,8 @@ class GMMConfig(ClassicalConfig):
     """A full-covariance mixture needs far fewer dimensions than pixels: PCA by default."""
 
     features: Literal["pixels", "pca"] = option(
-        "pca", "'pixels' (the flattened image) or 'pca' (its first pca_components)"
+        "pca",
+        "'pixels' (the flattened image; with --backbone, its features as they are) or 'pca' (their first pca_components)",
     )
     covariance_type: Literal["full", "diag", "tied", "spherical"] = option(
         "full", "scikit-learn's covariance_type of each component"
@@ -308,7 +317,7 @@ class GMMConfig(ClassicalConfig):
 @register
 class GMMMethod(_ClassicalMethod):
     name = "gmm"
-    description = "Gaussian mixture (EM) on PCA of the pixels; --k auto by BIC"
+    description = "Gaussian mixture (EM) on PCA of the pixels or --backbone features; --k auto by BIC"
     supports_auto_k = True
     Config = GMMConfig
     config: GMMConfig

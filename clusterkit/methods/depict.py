@@ -501,6 +501,16 @@ class Depict(ClusterMethod):
         )
         return probs / probs.sum(axis=1, keepdims=True)
 
+    def _embedding(self, images: ImageSet) -> np.ndarray:
+        """The clean encoder output, the k-dimensional embedding the softmax head reads."""
+        return predict_batches(
+            self.net_,
+            lambda x: self.net_.autoencoder.encode(_scaled(x)).embedding,
+            images.pixels,
+            self.predict_batch_size,
+            resolve_device(self.device),
+        ).astype(np.float32)
+
     def state_dict(self) -> dict[str, Any]:
         return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
 

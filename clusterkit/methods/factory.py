@@ -39,9 +39,14 @@ def load_model(path: str | Path, device: str = "auto", batch_size: int | None = 
         if isinstance(k, bool) or not isinstance(k, int) or k < 2:
             raise ValueError(f"k {k!r}, not an integer >= 2")
         model.k_ = k
-        if payload["input"]["kind"] != model.input_kind:
-            raise ValueError(f"input kind {payload['input']['kind']!r}, the method takes {model.input_kind!r}")
-        model.input_shape_ = tuple(int(s) for s in payload["input"]["shape"])
+        header = payload["input"]
+        if header["kind"] not in model.input_kinds:
+            raise ValueError(f"input kind {header['kind']!r}, the method takes {' or '.join(model.input_kinds)}")
+        model.input_kind_ = header["kind"]
+        model.backbone_ = header.get("backbone")
+        if (model.input_kind_ == "features") != isinstance(model.backbone_, dict):
+            raise ValueError("features without the identity of their backbone")
+        model.input_shape_ = tuple(int(s) for s in header["shape"])
         model.load_state_dict(payload["state"])
         model._check_state()  # arrays that disagree with the recorded k or input shape
         model.fitted_ = True

@@ -333,6 +333,16 @@ class GATCluster(ClusterMethod):
             self.net_, global_branch, images.pixels, self.predict_batch_size, resolve_device(self.device)
         )
 
+    def _embedding(self, images: ImageSet) -> np.ndarray:
+        """The global branch's pooled feature map, the vector its label head reads."""
+
+        def pooled(x: torch.Tensor) -> torch.Tensor:
+            return self.net_.project(self.net_.backbone(to_network_input(x, self.config.grayscale))).mean(dim=(2, 3))
+
+        return predict_batches(
+            self.net_, pooled, images.pixels, self.predict_batch_size, resolve_device(self.device)
+        ).astype(np.float32)
+
     def state_dict(self) -> dict[str, Any]:
         return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
 

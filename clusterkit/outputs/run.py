@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 
 from clusterkit.errors import InputError
-from clusterkit.io import atomic_write_json, atomic_write_text, is_atomic_temp
+from clusterkit.io import atomic_write, atomic_write_json, atomic_write_text, is_atomic_temp
 from clusterkit.outputs.assignments import write_assignments
 
 CONFIG_NAME = "config.yaml"
@@ -23,8 +23,10 @@ STATE_NAME = "train_state.ckpt"
 HISTORY_NAME = "history.jsonl"
 ASSIGNMENTS_NAME = "assignments.csv"
 METRICS_NAME = "metrics.json"
+PROBA_NAME = "proba.npy"  # the soft assignments, rows as in assignments.csv: `report` reads them
+REPORT_NAME = "report.html"
 # The files `fit` writes into a run folder, and only those: --force leaves any other file alone.
-RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, STATE_NAME, HISTORY_NAME, ASSIGNMENTS_NAME, METRICS_NAME)
+RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, STATE_NAME, HISTORY_NAME, ASSIGNMENTS_NAME, PROBA_NAME, METRICS_NAME)
 
 
 def default_run_dir(method: str) -> Path:
@@ -79,6 +81,10 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS_NAME
+
+    @property
+    def proba(self) -> Path:
+        return self.path / PROBA_NAME
 
     def is_run(self) -> bool:
         return self.config.is_file()
@@ -145,7 +151,8 @@ class RunFolder:
         buffer = io.StringIO()
         write_assignments(buffer, paths, proba, labels)
         atomic_write_text(self.assignments, buffer.getvalue())
-        atomic_write_json(self.metrics, metrics)
+        atomic_write(self.proba, lambda fh: np.save(fh, proba.astype(np.float32)), binary=True)
+        atomic_write_json(self.metrics, metrics)  # last: a run with metrics.json has all its outputs
 
     # --- reading --------------------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
@@ -157,3 +164,30 @@ class RunFolder:
         if not self.metrics.is_file():
             raise InputError(f"{self.path} holds no {METRICS_NAME}: the fit did not finish")
         return json.loads(self.metrics.read_text(encoding="utf-8"))
+
+    def read_history(self) -> list[dict[str, Any]]:
+        """The per-epoch records of a trained method; none for a method fitted in one go."""
+        if not self.history.is_file():
+            return []
+        lines = self.history.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def read_proba(self, rows: int) -> np.ndarray:
+        """The soft assignments of the training images (N x k), checked against the table's rows."""
+        if not self.proba.is_file():
+            raise InputError(f"{self.path} holds no {PROBA_NAME}: it was written by an older clusterkit; fit it again")
+        proba = np.load(self.proba)
+        if proba.ndim != 2 or len(proba) != rows:
+            raise InputError(f"{self.proba} does not match {ASSIGNMENTS_NAME} ({rows} rows); fit the run again")
+        return proba
+
+    def source_root(self) -> Path | None:
+        """The absolute folder that the run's file names are relative to (metrics.json), None for a
+        built-in set: what `report` and `export` open the images with."""
+        metrics = self.read_metrics()
+        if "source" not in metrics:
+            raise InputError(
+                f"{self.path} was written by an older clusterkit that did not record its source; fit it again"
+            )
+        root = metrics.get("source_root")
+        return None if root is None else Path(root)

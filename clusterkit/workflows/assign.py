@@ -6,15 +6,18 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from clusterkit.data import load_like
+from clusterkit.data.samples import Samples
 from clusterkit.errors import InputError
 from clusterkit.io import atomic_write_text
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.factory import load_model
 from clusterkit.outputs.assignments import FORMATS, Format, write_assignments
+from clusterkit.workflows.embed import EmbedRequest, embed_source
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,48 @@ def assign(
     device: str = "auto",
     batch_size: int | None = None,
     nul_separated: bool = False,
+    weights: str | None = None,
+    cache: Path | None = None,
+    use_cache: bool = True,
 ) -> Assignment:
-    """Load `source` as the model was trained (sample kind, size, channels) and predict it;
-    `model` is a fitted method, a run folder or a model.ckpt."""
+    """Load `source` as the model was trained (sample kind, size, channels; for features, the same
+    backbone, refused when its weights or preprocessing differ) and predict it; `model` is a fitted
+    method, a run folder or a model.ckpt. `weights` finds the backbone's weights where they moved."""
     fitted = model if isinstance(model, ClusterMethod) else load_model(model, device=device, batch_size=batch_size)
-    samples = load_like(source, fitted.input_kind, fitted.input_shape_, nul_separated=nul_separated)
+    samples = load_samples(
+        fitted, source, nul_separated, weights=weights, cache=cache, use_cache=use_cache, device=device
+    )
     return Assignment(samples.paths, fitted.predict_proba(samples), samples.skipped)
+
+
+def load_samples(
+    fitted: ClusterMethod,
+    source: str,
+    nul_separated: bool = False,
+    stdin: TextIO | None = None,
+    weights: str | None = None,
+    cache: Path | None = None,
+    use_cache: bool = True,
+    device: str = "auto",
+) -> Samples:
+    """The samples of `source` as `fitted` takes them: pixels of its kind and shape, or the features
+    of its backbone (through the feature cache)."""
+    if fitted.backbone_ is None:
+        if weights is not None:
+            raise InputError(f"--weights: this {fitted.name} model clusters pixels, not a backbone's features")
+        return load_like(source, fitted.input_kind_, fitted.input_shape_, nul_separated=nul_separated, stdin=stdin)
+    recorded = fitted.backbone_
+    request = EmbedRequest(
+        source,
+        recorded["name"],
+        weights=weights or recorded.get("weights"),
+        cache=cache,
+        use_cache=use_cache,
+        device=device,
+        nul_separated=nul_separated,
+        stdin=stdin,
+    )
+    return embed_source(request, fitted=recorded)
 
 
 def check_output(output: str, fmt: str) -> None:

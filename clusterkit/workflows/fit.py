@@ -17,6 +17,7 @@ from clusterkit.config import config_to_dict, load_config_file, parse_set_option
 from clusterkit.data import load_images
 from clusterkit.data.labels import match_labels, read_labels
 from clusterkit.data.samples import Samples
+from clusterkit.data.sources import source_root
 from clusterkit.engine import is_main_process
 from clusterkit.engine.context import FitContext
 from clusterkit.errors import InputError
@@ -47,16 +48,23 @@ class FitRequest:
     resume: bool = False
     force: bool = False
     nul_separated: bool = False
+    backbone: str | None = None  # cluster this backbone's features (clusterkit.features), not pixels
+    weights: str | None = None
+    cache: Path | None = None  # the feature cache folder (None: the user cache folder)
+    use_cache: bool = True
 
 
 @dataclass(frozen=True)
 class Settings:
-    """A fit's resolved settings: the method, k, seed and the method's own options."""
+    """A fit's resolved settings: the method, k, seed, the method's own options, and the backbone
+    whose features it clusters (None: pixels)."""
 
     method: str
     k: int | str
     seed: int
     options: dict[str, Any]
+    backbone: str | None = None
+    weights: str | None = None
 
 
 @dataclass
@@ -95,6 +103,8 @@ def resolve_settings(request: FitRequest) -> Settings:
         "seed": request.seed,
         "epochs": request.epochs,
         "batch_size": request.batch_size,
+        "backbone": request.backbone,
+        "weights": request.weights,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
     settings.update(parse_set_options(request.overrides))
@@ -103,11 +113,55 @@ def resolve_settings(request: FitRequest) -> Settings:
         raise InputError("--method is required (see `clusterkit methods`)")
     k = parse_k(settings.pop("k", None))
     seed = check_seed(settings.pop("seed", 0))  # before any folder is made
+    backbone, weights = settings.pop("backbone", None), settings.pop("weights", None)
     cls = get_method_class(str(method))
+    if backbone is not None:
+        check_takes_features(cls)
+    elif weights is not None:
+        raise InputError("--weights goes with --backbone: the weights of the backbone that makes the features")
     for flag in ("epochs", "batch_size"):
         if flags[flag] is not None and flag not in cls.Config.__dataclass_fields__:  # --set: build_config says
             raise InputError(f"--{flag.replace('_', '-')} does not apply to {method}: it has no {flag} option")
-    return Settings(str(method), k, seed, settings)
+    return Settings(str(method), k, seed, settings, backbone, weights)
+
+
+def check_takes_features(cls: type[ClusterMethod]) -> None:
+    """Refuse --backbone, before any work, for a method that learns its own features from pixels."""
+    if "features" in cls.input_kinds:
+        return
+    from clusterkit.methods.registry import available_methods
+
+    takers = [name for name, method in available_methods().items() if "features" in method.input_kinds]
+    raise InputError(
+        f"--backbone: {cls.name} learns its own features from pixels and takes no backbone's; "
+        f"the methods that cluster a backbone's features are {', '.join(takers)}"
+    )
+
+
+def load_samples(request: FitRequest, settings: Settings, config: Any) -> Samples:
+    """The source as the fit takes it: pixels as the method's options size them, or the features of
+    `settings.backbone` (its own preprocessing sizes the images)."""
+    if settings.backbone is None:
+        return load_images(
+            request.source,
+            image_size=config.image_size,
+            channels=config.channels,
+            max_image_size=config.max_image_size,
+            nul_separated=request.nul_separated,
+        )
+    from clusterkit.workflows.embed import EmbedRequest, embed_source
+
+    return embed_source(
+        EmbedRequest(
+            request.source,
+            settings.backbone,
+            weights=settings.weights,
+            cache=request.cache,
+            use_cache=request.use_cache,
+            device=request.device,
+            nul_separated=request.nul_separated,
+        )
+    )
 
 
 def ground_truth(samples: Samples, labels_file: Path | None, source: str | None = None) -> list[str] | None:
@@ -123,16 +177,32 @@ def cluster_sizes(clusters: np.ndarray, k: int) -> list[int]:
     return np.bincount(clusters, minlength=k).astype(int).tolist()
 
 
+def giant_cluster(sizes: list[int]) -> int | None:
+    """The cluster holding more than halfway from its fair share to all the images, if one does."""
+    total, fair = sum(sizes), 1.0 / len(sizes)
+    largest = int(np.argmax(sizes))
+    return largest if total and sizes[largest] > (fair + COLLAPSE_WAY * (1.0 - fair)) * total else None
+
+
 def collapse_warning(sizes: list[int]) -> str | None:
     """Collapse is deep clustering's most common failure: empty clusters or one giant cluster."""
-    total = sum(sizes)
     empty = sum(1 for s in sizes if s == 0)
     if empty:
         return f"{empty} of {len(sizes)} clusters are empty (sizes {sizes})"
-    fair = 1.0 / len(sizes)
-    if total and max(sizes) > (fair + COLLAPSE_WAY * (1.0 - fair)) * total:
-        return f"one cluster holds {max(sizes) / total:.0%} of the images (sizes {sizes})"
+    giant = giant_cluster(sizes)
+    if giant is not None:
+        return f"one cluster holds {sizes[giant] / sum(sizes):.0%} of the images (sizes {sizes})"
     return None
+
+
+def source_facts(source: str, labels_file: Path | None) -> dict[str, str | None]:
+    """Where the run's images and ground truth came from, for the commands that read the run later."""
+    root = source_root(source)
+    return {
+        "source": source,
+        "source_root": None if root is None else str(root),
+        "labels_file": None if labels_file is None else str(Path(labels_file).resolve()),
+    }
 
 
 def _fit_metrics(model: ClusterMethod, samples: Samples, truth: list[str] | None, seconds: float) -> dict[str, Any]:
@@ -147,6 +217,8 @@ def _fit_metrics(model: ClusterMethod, samples: Samples, truth: list[str] | None
         "device": getattr(model, "device_", "cpu"),
         "seed": model.seed,
     }
+    if model.backbone_ is not None:
+        metrics["backbone"] = model.backbone_["name"]
     if truth is not None:
         metrics.update(label_scores(truth, model.labels_))
     metrics.update(model.fit_info())
@@ -157,19 +229,14 @@ def run_fit(request: FitRequest) -> FitResult:
     settings = resolve_settings(request)
     model = create_method(settings.method, k=settings.k, seed=settings.seed, device=request.device, **settings.options)
     cfg = model.config
-    images = load_images(
-        request.source,
-        image_size=cfg.image_size,
-        channels=cfg.channels,
-        max_image_size=cfg.max_image_size,
-        nul_separated=request.nul_separated,
-    )
+    images = load_samples(request, settings, cfg)
     truth = ground_truth(images, request.labels, request.source)
     # Labels from --labels join the images too, so that training history scores each epoch with them.
     images = replace(images, labels=truth)
     model.check_k(len(images))
     primary = is_main_process()  # under torchrun only rank 0 writes files
     resolved = {"method": settings.method, "k": settings.k, "seed": settings.seed, **config_to_dict(cfg)}
+    resolved.update({key: getattr(settings, key) for key in ("backbone", "weights") if getattr(settings, key)})
     if request.out is None and primary:
         run = RunFolder.create_default(settings.method)
     else:
@@ -181,7 +248,7 @@ def run_fit(request: FitRequest) -> FitResult:
     try:
         if primary and not request.resume:
             run.write_config(resolved)
-        console.info(f"fitting {settings.method} (k={settings.k}) on {len(images)} images of {shape}")
+        console.info(f"fitting {settings.method} (k={settings.k}) on {len(images)} images ({images.kind} {shape})")
         model.fit(images, FitContext(run_dir=run.path if primary else None, resume=request.resume))
     except BaseException:
         if primary and not request.resume:
@@ -191,7 +258,7 @@ def run_fit(request: FitRequest) -> FitResult:
     if primary and request.resume:  # only once the checkpoint has accepted these settings
         run.write_config(resolved)
     proba = model.predict_proba(images)
-    metrics = _fit_metrics(model, images, truth, seconds)
+    metrics = _fit_metrics(model, images, truth, seconds) | source_facts(request.source, request.labels)
     warning = collapse_warning(metrics["cluster_sizes"])
     if warning:
         console.warn(f"possible collapse: {warning}")

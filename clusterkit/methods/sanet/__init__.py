@@ -457,6 +457,15 @@ class SANet(ClusterMethod):
         dist, idx = fit.table.neighbors(queries, cfg.vote_neighbors, cfg, device, exclude_self=False)
         return neighbor_vote(dist, idx, fit.train_labels.numpy(), int(fit.k))
 
+    def _embedding(self, images: ImageSet) -> np.ndarray:
+        """The images' block descriptors through the fitted filters: what the image graph compares."""
+        cfg, fit = self.config, self.fitted_state()
+        images = at_size(images, fit.working_size)
+        queries = describe_images(
+            images.pixels, fit.layers, fit.blank_norm, cfg, resolve_device(self.device), self.predict_batch_size
+        )
+        return queries.vectors.reshape(len(images), -1).numpy().astype(np.float32)
+
     def fit_info(self) -> dict[str, Any]:
         info = {
             "layers_used": len(self.layers_),
