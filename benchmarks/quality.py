@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py                      # every registered method, digits, seeds 0,1,2
     python benchmarks/quality.py --folder data/fashion/images --labels data/fashion/labels.csv --methods kmeans,sanet
+    python benchmarks/quality.py --backbone efficientnet_lite0   # + the classical methods on its features
 
 Prints one row per method and data set (mean and spread over seeds; each fit in its own process,
 so that `peak_mb` is that fit's own) and writes all runs as JSON. Each row of a method that is not
@@ -32,17 +33,33 @@ def is_baseline(method: str) -> bool:
 
 
 def mark_baseline_comparison(summary: list[dict]) -> None:
-    """`beats_baselines` on every other row: its mean ACC against the best baseline's on its data set."""
+    """`beats_baselines` on every other row on pixels: its mean ACC against the best baseline's on the
+    same data set and input."""
     for dataset in {row["dataset"] for row in summary}:
         rows = [row for row in summary if row["dataset"] == dataset]
-        baselines = [row for row in rows if is_baseline(row["method"])]
+        baselines = [row for row in rows if is_baseline(row["method"]) and row["input"] == "pixels"]
         if not baselines:
             continue
         best = max(baselines, key=lambda row: row["acc"])
         for row in rows:
-            if not is_baseline(row["method"]):
+            if not is_baseline(row["method"]) and row["input"] == "pixels":
                 verdict = "yes" if row["acc"] > best["acc"] else "no"
                 row["beats_baselines"] = f"{verdict} ({row['acc'] - best['acc']:+.3f} vs {best['method']})"
+
+
+def embedded(source: str, backbone: str, images, device: str):
+    """The backbone's features of `source` (through the feature cache) with the images' labels, and
+    the seconds the embedding took."""
+    import time
+    from dataclasses import replace
+
+    from clusterkit.workflows.embed import EmbedRequest, embed_source
+
+    start = time.perf_counter()
+    features = embed_source(EmbedRequest(source, backbone, device=device))
+    if features.paths != images.paths:
+        raise SystemExit(f"{source}: the backbone read other files than the pixels ({len(features)} vs {len(images)})")
+    return replace(features, labels=images.labels), time.perf_counter() - start
 
 
 def main() -> None:
@@ -53,6 +70,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--backbone", default=None, help="also fit the methods that take features on this backbone's (clusterkit embed)"
+    )
     parser.add_argument("--out", default=None, help="default: benchmarks/out/quality[-FOLDER].json")
     args = parser.parse_args()
     if args.folder and args.datasets:
@@ -72,22 +92,42 @@ def main() -> None:
     )
     for dataset, images in sets:
         images = images if images is not None else load_images(f"builtin:{dataset}")
-        for method in methods:
-            results = [isolated_fit(method, images, args.k, seed, device=args.device) for seed in seeds]
-            for result in results:
-                result["dataset"] = dataset
-            runs.extend(results)
-            row = {"dataset": dataset, "method": method, "device": results[0]["device"]}
-            for key in ("acc", "nmi", "ari", "seconds"):
-                row[key], row[f"{key}_sd"] = mean_sd([r[key] for r in results])
-            row["peak_mb"] = max(r["peak_mb"] for r in results)
-            summary.append(row)
-            print(f"{dataset} {method}: acc {row['acc']:.3f} ± {row['acc_sd']:.3f}", flush=True)
+        inputs = [("pixels", images, methods)]
+        if args.backbone:
+            source = args.folder or f"builtin:{dataset}"
+            features, seconds = embedded(source, args.backbone, images, args.device)
+            print(f"{dataset}: {args.backbone} features of {len(features)} images in {seconds:.1f} s", flush=True)
+            takers = [m for m in methods if "features" in available_methods()[m].input_kinds]
+            inputs.append((args.backbone, features, takers))
+        for name, samples, fitted in inputs:
+            for method in fitted:
+                results = [isolated_fit(method, samples, args.k, seed, device=args.device) for seed in seeds]
+                for result in results:
+                    result.update(dataset=dataset, input=name)
+                runs.extend(results)
+                row = {"dataset": dataset, "method": method, "input": name, "device": results[0]["device"]}
+                for key in ("acc", "nmi", "ari", "seconds"):
+                    row[key], row[f"{key}_sd"] = mean_sd([r[key] for r in results])
+                row["peak_mb"] = max(r["peak_mb"] for r in results)
+                summary.append(row)
+                print(f"{dataset} {method} ({name}): acc {row['acc']:.3f} ± {row['acc_sd']:.3f}", flush=True)
     mark_baseline_comparison(summary)
     print()
     print_table(
         summary,
-        ["dataset", "method", "device", "acc", "acc_sd", "nmi", "ari", "seconds", "peak_mb", "beats_baselines"],
+        [
+            "dataset",
+            "method",
+            "input",
+            "device",
+            "acc",
+            "acc_sd",
+            "nmi",
+            "ari",
+            "seconds",
+            "peak_mb",
+            "beats_baselines",
+        ],
     )
     out = args.out or f"benchmarks/out/quality{'-' + folder_name(args.folder) if args.folder else ''}.json"
     write_json(out, {"machine": machine_info(), "seeds": seeds, "summary": summary, "runs": runs})
