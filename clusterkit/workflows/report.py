@@ -224,6 +224,7 @@ def _facts(run: RunFolder, metrics: dict, n_missing_labels: int | None) -> list[
         ("run", str(run.path)),
         ("method", str(metrics.get("method"))),
         ("k", str(metrics.get("k"))),
+        ("input", f"features of {metrics['backbone']}" if metrics.get("backbone") else "pixels"),
         ("images", str(metrics.get("n_images"))),
         ("skipped files", str(metrics.get("n_skipped", 0))),
         ("fit time", f"{metrics.get('seconds', 0):.1f} s on {metrics.get('device', 'cpu')}"),
