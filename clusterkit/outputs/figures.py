@@ -119,7 +119,7 @@ def curves_chart(history: list[dict[str, Any]]) -> bytes | None:
     phases = list(dict.fromkeys(record.get("phase", "train") for record in history))
     if not phases:
         return None
-    fig, axes = _figure(min(14.0, 4.5 * len(phases)), 3.0, panels=len(phases))
+    fig, axes = _figure(min(14.0, 5.0 * len(phases)), 3.2, panels=len(phases))
     skip = {"phase", "epoch", "images_per_s", "acc", "nmi", "ari"}
     for ax, phase in zip(np.atleast_1d(axes), phases, strict=True):
         records = [r for r in history if r.get("phase", "train") == phase]
@@ -130,12 +130,14 @@ def curves_chart(history: list[dict[str, Any]]) -> bytes | None:
         ax.set_title(phase)
         ax.set_xlabel("epoch")
         ax.spines[["top"]].set_visible(False)
-        if terms:
-            ax.legend(loc="upper left", fontsize=7, frameon=False)
+        handles = ax.get_lines()
         if "acc" in records[0]:
             twin = ax.twinx()
-            twin.plot(epochs, [r.get("acc", np.nan) for r in records], color="black", linestyle=":", label="ACC")
+            handles += twin.plot(epochs, [r.get("acc", np.nan) for r in records], "k:", label="ACC (labels)")
             twin.set_ylim(0.0, 1.0)
-            twin.set_ylabel("ACC (labels)")
-            twin.legend(loc="upper right", fontsize=7, frameon=False)
+            twin.set_ylabel("ACC")
+        if handles:  # below the plot, where no curve runs
+            ax.legend(
+                handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=7, frameon=False
+            )
     return _png(fig)
