@@ -61,11 +61,13 @@ def expected_agreement_loss(probs: torch.Tensor, targets: torch.Tensor) -> torch
 
 
 def probability_bce(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy between probabilities and soft targets, element-wise mean, in float32
-    (torch's own `binary_cross_entropy` refuses to run under CUDA autocast)."""
-    p = probs.float().clamp(1e-7, 1 - 1e-7)
-    t = targets.float()
-    return -(t * p.log() + (1 - t) * (1 - p).log()).mean()
+    """Binary cross-entropy between probabilities and soft targets, element-wise mean: torch's own,
+    in float32 with autocast off around it (CUDA autocast refuses it). It clamps the log at -100,
+    not the probability, and its gradient (p - t) / max(p (1 - p), 1e-12) stays non-zero on a
+    saturated wrong prediction: clamping p to [1e-7, 1 - 1e-7] would silence the relation and
+    attention losses exactly where they should undo a merge or a split."""
+    with torch.autocast(probs.device.type, enabled=False):
+        return F.binary_cross_entropy(probs.float(), targets.float())
 
 
 def pairwise_relation_loss(probs: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:

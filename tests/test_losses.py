@@ -62,3 +62,22 @@ def test_relation_loss_rewards_matching_pairs():
     same = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     wrong = torch.eye(3)
     assert pairwise_relation_loss(probs, same) < 0.1 < pairwise_relation_loss(probs, wrong)
+
+
+@pytest.mark.parametrize("p, t", [(1e-9, 1.0), (1.0 - 1e-8, 0.0), (0.0, 1.0)])
+def test_bce_still_pulls_on_a_saturated_wrong_prediction(p, t):
+    """A confident wrong prediction (p far past the 1e-7 a probability clamp would stop at) gets a
+    finite gradient towards the target: clamping p would have given exactly zero."""
+    probs = torch.tensor([p], requires_grad=True)
+    probability_bce(probs, torch.tensor([t])).backward()
+    grad = probs.grad.item()
+    assert math.isfinite(grad) and grad != 0.0
+    assert (grad < 0) == (t == 1.0)  # gradient descent moves p towards t
+
+
+def test_relation_loss_pulls_apart_two_confident_near_identical_predictions_of_different_clusters():
+    """Cosine similarity 1 - 2e-7 of two images that the target says differ: past the 1 - 1e-7 that
+    a probability clamp would stop at, so that only the log-space BCE still separates them."""
+    logits = torch.tensor([[8.0, 0.0, 0.0], [8.0, 1.0, 0.0]], requires_grad=True)
+    pairwise_relation_loss(logits.softmax(dim=1), torch.eye(2)).backward()
+    assert logits.grad.abs().sum() > 0
