@@ -169,3 +169,44 @@ def test_page_renders_in_chromium(digits_page, digits_run, tmp_path):
     blue = np.abs(pixels - [31, 119, 180]).sum(axis=2) < 30  # tab20's first colour: cluster 0's dots and tag
     black = pixels.sum(axis=2) < 30  # thumbnails' backgrounds
     assert blue.mean() > 0.001 and black.mean() > 0.005
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory, digits_dir) -> Path:
+    """30 digits: fewer images than the 50 PCA components the map projects wider vectors to."""
+    folder = tmp_path_factory.mktemp("small")
+    for path in sorted((digits_dir / "images").glob("*.png"))[:30]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_a_run_of_fewer_images_than_pca_components_gets_its_map(tmp_path, small_dir):
+    out = tmp_path / "small"
+    run_fit(FitRequest(source=str(small_dir), method="kmeans", k="3", out=out))
+    page = build_report(out, device="cpu").path.read_text(encoding="utf-8")
+    assert 'id="fig-map"' in page and "30 of 30 images" in page
+
+
+def test_a_method_without_training_confidences_shows_a_sample_and_says_so(tmp_path, digits_dir):
+    """Spectral clustering gives each training image its cluster with probability 1: there is no
+    "least confident" to show, and the page must not pretend there is."""
+    out = tmp_path / "spectral"
+    run_fit(FitRequest(source=str(digits_dir), method="spectral", k="10", out=out))
+    page = build_report(out, device="cpu", map_points=200).path.read_text(encoding="utf-8")
+    assert "least confident" not in page and "a sample" in page
+    assert "shows a sample, not its doubtful images" in page
+
+
+def test_a_source_or_labels_given_and_missing_is_an_error(cli, tmp_path, digits_run):
+    for option in ("--source", "--labels"):
+        result = cli("report", digits_run, option, tmp_path / "nowhere.csv", "--out", tmp_path / "p.html")
+        assert result.code == 2 and "Traceback" not in result.err
+        assert len(result.err.strip().splitlines()) == 1
+
+
+def test_a_damaged_history_line_ends_the_curves_there(tmp_path):
+    from clusterkit.outputs.run import RunFolder
+
+    run = RunFolder(tmp_path)
+    run.history.write_text('{"phase": "train", "epoch": 1, "loss": 1.0}\n{"phase": "train", "epo', encoding="utf-8")
+    assert run.read_history() == [{"phase": "train", "epoch": 1, "loss": 1.0}]

@@ -27,6 +27,7 @@ class ClusterSection:
     share: float
     colour: str
     notes: list[str]
+    ranked: bool  # False: the images are a sample (the method gave no confidence to rank them by)
     confident: list[Thumb]
     doubtful: list[Thumb]
     close: list[Thumb]
@@ -98,7 +99,7 @@ def _thumbs(label: str, thumbs: list[Thumb]) -> str:
 def _cluster(section: ClusterSection) -> str:
     notes = "".join(f" · {_esc(note)}" for note in section.notes)
     body = (
-        _thumbs("most confident", section.confident)
+        _thumbs("most confident" if section.ranked else "a sample", section.confident)
         + _thumbs("least confident", section.doubtful)
         + _thumbs("close second choice", section.close)
     ) or "<p>No images.</p>"

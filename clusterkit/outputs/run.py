@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from clusterkit import console
 from clusterkit.errors import InputError
 from clusterkit.io import atomic_write, atomic_write_json, atomic_write_text, is_atomic_temp
 from clusterkit.outputs.assignments import write_assignments
@@ -26,7 +27,16 @@ METRICS_NAME = "metrics.json"
 PROBA_NAME = "proba.npy"  # the soft assignments, rows as in assignments.csv: `report` reads them
 REPORT_NAME = "report.html"
 # The files `fit` writes into a run folder, and only those: --force leaves any other file alone.
-RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, STATE_NAME, HISTORY_NAME, ASSIGNMENTS_NAME, PROBA_NAME, METRICS_NAME)
+RUN_FILES = (
+    CONFIG_NAME,
+    CHECKPOINT_NAME,
+    STATE_NAME,
+    HISTORY_NAME,
+    ASSIGNMENTS_NAME,
+    PROBA_NAME,
+    METRICS_NAME,
+    REPORT_NAME,  # written by `report`, later: --force removes it with the run it describes
+)
 
 
 def default_run_dir(method: str) -> Path:
@@ -163,20 +173,33 @@ class RunFolder:
     def read_metrics(self) -> dict[str, Any]:
         if not self.metrics.is_file():
             raise InputError(f"{self.path} holds no {METRICS_NAME}: the fit did not finish")
-        return json.loads(self.metrics.read_text(encoding="utf-8"))
+        try:
+            return json.loads(self.metrics.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{self.metrics} is damaged ({exc}); fit the run again") from None
 
     def read_history(self) -> list[dict[str, Any]]:
         """The per-epoch records of a trained method; none for a method fitted in one go."""
         if not self.history.is_file():
             return []
-        lines = self.history.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        records = []
+        for number, line in enumerate(self.history.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short when a fit was killed mid-write
+                if line.strip():
+                    console.warn(f"{self.history}, line {number}, is damaged: the curves stop before it")
+                    break
+        return records
 
     def read_proba(self, rows: int) -> np.ndarray:
         """The soft assignments of the training images (N x k), checked against the table's rows."""
         if not self.proba.is_file():
             raise InputError(f"{self.path} holds no {PROBA_NAME}: it was written by an older clusterkit; fit it again")
-        proba = np.load(self.proba)
+        try:
+            proba = np.load(self.proba, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{self.proba} is damaged ({exc}); fit the run again") from None
         if proba.ndim != 2 or len(proba) != rows:
             raise InputError(f"{self.proba} does not match {ASSIGNMENTS_NAME} ({rows} rows); fit the run again")
         return proba

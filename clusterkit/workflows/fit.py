@@ -195,6 +195,16 @@ def collapse_warning(sizes: list[int]) -> str | None:
     return None
 
 
+def check_unique_paths(paths: list[str]) -> None:
+    """A list naming one file twice would write it twice into assignments.csv, which every table
+    reader (evaluate, report, export) refuses: refuse it here, before the fit."""
+    seen: set[str] = set()
+    for path in paths:
+        if path in seen:
+            raise InputError(f"the source names {path!r} twice; list each image once")
+        seen.add(path)
+
+
 def source_facts(source: str, labels_file: Path | None) -> dict[str, str | None]:
     """Where the run's images and ground truth came from, for the commands that read the run later."""
     root = source_root(source)
@@ -230,6 +240,7 @@ def run_fit(request: FitRequest) -> FitResult:
     model = create_method(settings.method, k=settings.k, seed=settings.seed, device=request.device, **settings.options)
     cfg = model.config
     images = load_samples(request, settings, cfg)
+    check_unique_paths(images.paths)
     truth = ground_truth(images, request.labels, request.source)
     # Labels from --labels join the images too, so that training history scores each epoch with them.
     images = replace(images, labels=truth)

@@ -52,6 +52,12 @@ class RunTable:
     confidence: np.ndarray
     proba: np.ndarray
 
+    @property
+    def ranked(self) -> bool:
+        """Whether the confidences rank anything: spectral clustering and SA-Net give each training
+        image its own cluster with probability 1 (a vote that includes the image itself)."""
+        return bool(len(self.confidence)) and float(np.ptp(self.confidence)) > 1e-6
+
     def second_choice(self) -> tuple[np.ndarray, np.ndarray]:
         """Each row's best other cluster and its probability."""
         others = self.proba.copy()
@@ -78,7 +84,7 @@ class ImageSource:
         self.root = root
         self.builtin = load_images(source) if is_builtin(source) else None
         self._index = {p: i for i, p in enumerate(self.builtin.paths)} if self.builtin is not None else {}
-        self.missing = 0
+        self.missing: set[str] = set()
 
     def path(self, name: str) -> Path:
         return Path(name) if self.root is None else self.root / name
@@ -87,7 +93,7 @@ class ImageSource:
         try:
             img = self._open(name)
         except (OSError, KeyError, ValueError):
-            self.missing += 1
+            self.missing.add(name)
             img = Image.new("L", (THUMB_SIZE, THUMB_SIZE), 128)
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buffer = io.BytesIO()
@@ -133,12 +139,13 @@ def read_table(run: RunFolder) -> RunTable:
 
 def _truth(run: RunFolder, table: RunTable, images: ImageSource, labels: Path | None) -> list[str | None] | None:
     """Ground truth by path: --labels, else the labels file the fit was given, else a built-in's."""
-    if labels is None and run.read_metrics().get("labels_file"):
-        labels = Path(run.read_metrics()["labels_file"])
-    if labels is not None:
-        if not Path(labels).is_file():
-            console.warn(f"labels file {labels} is gone: the report has no scores")
+    recorded = run.read_metrics().get("labels_file")
+    if labels is None and recorded:
+        labels = Path(recorded)
+        if not labels.is_file():
+            console.warn(f"the fit's labels file {labels} is gone: the report has no scores (give --labels)")
             return None
+    if labels is not None:  # a --labels that does not exist is read_labels' one-line error
         return match_labels(
             table.paths, read_labels(labels), allow_missing=True, root=images.root, labels_dir=Path(labels).parent
         )
@@ -159,7 +166,12 @@ def _map(
     rng = np.random.default_rng(MAP_SEED)
     chosen = np.sort(rng.choice(len(table.paths), size=min(points, len(table.paths)), replace=False))
     names = [table.paths[i] for i in chosen]
-    samples, read = images.samples(model, names, device) if model is not None else (None, [])
+    samples, read = None, []
+    if model is not None:
+        try:
+            samples, read = images.samples(model, names, device)
+        except InputError as exc:  # e.g. a backbone's weights that moved since the fit
+            console.warn(f"the map falls back to the soft assignments: {exc}")
     if model is not None and samples is not None and len(read) >= 5:
         vectors, space = model.embedding(samples), f"the space {model.name} clusters in"
     else:  # no model.ckpt, or the images are gone: the soft assignments still place each image
@@ -169,7 +181,7 @@ def _map(
     index = {name: i for i, name in enumerate(table.paths)}
     clusters = table.clusters[[index[n] for n in read]]
     vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.shape[1] > 50:
+    if vectors.shape[1] > 50 and len(vectors) > 50:  # PCA's components are at most its rows
         vectors = PCA(50, random_state=MAP_SEED).fit_transform(vectors)
     xy = TSNE(2, init="pca", random_state=MAP_SEED, perplexity=min(30.0, (len(read) - 1) / 3)).fit_transform(vectors)
     note = f"t-SNE of {space}, {len(read)} of {len(table.paths)} images (a seeded sample), coloured by cluster."
@@ -183,14 +195,19 @@ def _sections(
     colours = figures.cluster_colours(k)
     second, second_p = table.second_choice()
     margin = table.confidence - second_p
+    rng = np.random.default_rng(MAP_SEED)
     sections = []
     for c in range(k):
         members = np.flatnonzero(table.clusters == c)
-        by_confidence = members[np.argsort(-table.confidence[members], kind="stable")]
-        confident = by_confidence[:PER_ROW]
-        doubtful = by_confidence[PER_ROW:][-PER_ROW:][::-1]  # the least confident first, none shown twice
-        close = members[np.argsort(margin[members], kind="stable")][:PER_ROW]
-        close = close[margin[close] < 0.5 * table.confidence[close]]  # only choices that were close
+        if not table.ranked:  # nothing to rank by: a seeded sample of the cluster, and no doubtful rows
+            shown = np.sort(rng.choice(members, size=min(PER_ROW, len(members)), replace=False))
+            confident, doubtful, close = shown, members[:0], members[:0]
+        else:
+            by_confidence = members[np.argsort(-table.confidence[members], kind="stable")]
+            confident = by_confidence[:PER_ROW]
+            doubtful = by_confidence[PER_ROW:][-PER_ROW:][::-1]  # the least confident first, none shown twice
+            close = members[np.argsort(margin[members], kind="stable")][:PER_ROW]
+            close = close[margin[close] < 0.5 * table.confidence[close]]  # only choices that were close
 
         def thumbs(rows: np.ndarray, caption) -> list[Thumb]:
             return [Thumb(images.thumbnail(table.paths[i]), table.paths[i], caption(i)) for i in rows]
@@ -210,6 +227,7 @@ def _sections(
                 share=len(members) / max(len(table.paths), 1),
                 colour=colours[c],
                 notes=notes,
+                ranked=table.ranked,
                 confident=thumbs(confident, lambda i: f"{table.confidence[i]:.2f}"),
                 doubtful=thumbs(doubtful, lambda i: f"{table.confidence[i]:.2f}"),
                 close=thumbs(close, lambda i: f"or {second[i]} ({second_p[i]:.2f})"),
@@ -255,6 +273,8 @@ def build_report(
     root = run.source_root()
     given = source or str(metrics["source"])
     if source is not None:
+        if not is_builtin(source) and not Path(source).exists():
+            raise InputError(f"--source {source} does not exist")
         root = source_root(source)
     images = ImageSource(given, root)
     model = load_model(run.path, device=device) if run.checkpoint.is_file() else None
@@ -281,8 +301,16 @@ def build_report(
         figs["curves"] = curves
     sections = _sections(table, images, truth, flagged)
     warnings = [f"possible collapse: {warning}"] if warning else []
+    if not table.ranked:
+        warnings.append(
+            f"{metrics.get('method')} gives every training image its cluster with confidence "
+            f"{table.confidence[0]:.2f}, so each cluster shows a sample, not its doubtful images; "
+            "`clusterkit assign NEW --model RUN --probs` grades new images"
+        )
     if images.missing:
-        warnings.append(f"{images.missing} images could not be opened from {root} (moved or deleted?); give --source")
+        warnings.append(
+            f"{len(images.missing)} images could not be opened from {root} (moved or deleted?); give --source"
+        )
     content = ReportContent(
         title=f"{metrics.get('method')} · k={k} · {run.path.name}",
         facts=_facts(run, metrics, missing_labels),
