@@ -19,6 +19,12 @@ class Result:
     err: str
 
 
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path_factory, monkeypatch):
+    """No test writes into the real user cache folder (the feature cache's default, platformdirs')."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "user-cache"))
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory) -> Path:
     """scikit-learn's digits as DIR/images/*.png + DIR/labels.csv (read-only for tests)."""

@@ -33,6 +33,9 @@ BACKBONE_MODULES = {
     "efficientnet_b0": _TORCHVISION,
     "efficientnet_lite0": "clusterkit.features.timm_models",
 }
+# How a user names a weights file, in the errors of every builder: `fit --backbone` and `assign` take
+# --weights; a deep method's pretrained trunk takes it as an option.
+WEIGHTS_HINT = "--weights FILE (a deep method's trunk: --set backbone_weights=FILE)"
 # What identifies the features a backbone makes: a model fitted on them takes no others.
 IDENTITY_FIELDS = ("name", "weights_sha256", "preprocess")
 # The backbones that end in a convolutional feature map (vit_b_16 ends in tokens).

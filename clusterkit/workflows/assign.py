@@ -48,7 +48,14 @@ def assign(
     method, a run folder or a model.ckpt. `weights` finds the backbone's weights where they moved."""
     fitted = model if isinstance(model, ClusterMethod) else load_model(model, device=device, batch_size=batch_size)
     samples = load_samples(
-        fitted, source, nul_separated, weights=weights, cache=cache, use_cache=use_cache, device=device
+        fitted,
+        source,
+        nul_separated,
+        weights=weights,
+        cache=cache,
+        use_cache=use_cache,
+        device=device,
+        batch_size=batch_size,
     )
     return Assignment(samples.paths, fitted.predict_proba(samples), samples.skipped)
 
@@ -62,9 +69,10 @@ def load_samples(
     cache: Path | None = None,
     use_cache: bool = True,
     device: str = "auto",
+    batch_size: int | None = None,
 ) -> Samples:
     """The samples of `source` as `fitted` takes them: pixels of its kind and shape, or the features
-    of its backbone (through the feature cache)."""
+    of its backbone (through the feature cache, `batch_size` images through the backbone at once)."""
     if fitted.backbone_ is None:
         if weights is not None:
             raise InputError(f"--weights: this {fitted.name} model clusters pixels, not a backbone's features")
@@ -77,6 +85,7 @@ def load_samples(
         cache=cache,
         use_cache=use_cache,
         device=device,
+        batch_size=batch_size,
         nul_separated=nul_separated,
         stdin=stdin,
     )
