@@ -204,6 +204,22 @@ def test_shards_merged_in_any_order_equal_the_unsharded_embed(crops, tmp_path, c
     assert_one_line_error(cli("embed", "--merge", *shards[:2], "--out", tmp_path / "m.npz"), "missing")
 
 
+def test_more_shards_than_images_still_merge_into_the_whole(crops, tmp_path, cli):
+    """A Slurm array wider than the file list gives empty shards: they are written, and merged."""
+    two = tmp_path / "two"
+    two.mkdir()
+    for path in sorted(Path(crops).glob("*.png"))[:2]:
+        shutil.copy(path, two / path.name)
+    common = ("--backbone", "efficientnet_lite0", "--cache", tmp_path / "cache")
+    assert cli("embed", two, *common, "--out", tmp_path / "all.npz").code == 0
+    for i in range(3):  # 2 images in 3 shards: shard 0 is empty
+        assert cli("embed", two, *common, "--shard", f"{i}/3", "--out", tmp_path / f"s{i}.npz").code == 0
+    shards = [tmp_path / f"s{i}.npz" for i in range(3)]
+    assert cli("embed", "--merge", *shards, "--out", tmp_path / "merged.npz").code == 0
+    with np.load(tmp_path / "all.npz") as whole, np.load(tmp_path / "merged.npz") as merged:
+        np.testing.assert_array_equal(whole["features"], merged["features"])
+
+
 def test_a_deep_method_refuses_backbone_before_any_work(crops, tmp_path, cli):
     result = cli(
         "fit", crops, "--method", "depict", "--k", "3", "--backbone", "efficientnet_lite0", "--out", tmp_path / "run"

@@ -101,6 +101,9 @@ def embed_images(
     """Features of `images`: from `cache` where it has them, the rest embedded on `device`."""
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    if not len(images):  # a shard past the end of a short list: nothing to embed, still a shard to merge
+        console.info(f"{backbone.name}: no images in this shard")
+        return FeatureSet(paths=[], features=np.zeros((0, 0), np.float32), backbone=backbone.identity)
     found, dim = cache.lookup(images.keys) if cache is not None else ({}, None)
     todo = [i for i in range(len(images)) if i not in found]
     computed: dict[int, np.ndarray] = {}
@@ -213,6 +216,7 @@ def merge(parts: list[FeatureSet]) -> FeatureSet:
                 f"cannot merge features of backbone {first.get('name')} with features of "
                 f"{part.backbone.get('name')} (or of other weights or preprocessing)"
             )
+    parts = [part for part in parts if len(part)] or parts[:1]  # an empty shard has no feature length
     dims = {part.sample_shape for part in parts}
     if len(dims) > 1:
         raise InputError(f"cannot merge features of different lengths: {sorted(d[0] for d in dims)}")
