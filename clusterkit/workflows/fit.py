@@ -119,6 +119,8 @@ def resolve_settings(request: FitRequest) -> Settings:
         check_takes_features(cls)
     elif weights is not None:
         raise InputError("--weights goes with --backbone: the weights of the backbone that makes the features")
+    if weights is not None and Path(str(weights)).expanduser().is_file():  # config.yaml repeats it from anywhere
+        weights = str(Path(str(weights)).expanduser().resolve())
     for flag in ("epochs", "batch_size"):
         if flags[flag] is not None and flag not in cls.Config.__dataclass_fields__:  # --set: build_config says
             raise InputError(f"--{flag.replace('_', '-')} does not apply to {method}: it has no {flag} option")
