@@ -16,10 +16,11 @@ from PIL import Image
 from test_cli_errors import assert_one_line_error
 
 from clusterkit.data.samples import FeatureSet
-from clusterkit.features.backbones import file_sha256, load_backbone
+from clusterkit.features.backbones import load_backbone
 from clusterkit.features.cache import FeatureCache
 from clusterkit.features.embed import embed_images, list_images
 from clusterkit.features.timm_models import LITE0_ARCHITECTURE, lite0_state_dict
+from clusterkit.io import file_sha256
 
 PHOTOS = ("coffee", "chelsea", "rocket", "camera")
 # ImageNet-1k classes: 967 espresso; 281 tabby, 282 tiger cat, 285 Egyptian cat; 657 missile,

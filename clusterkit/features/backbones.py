@@ -10,7 +10,6 @@ the file and where to put it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,14 +125,6 @@ def feature_map_trunk(name: str, weights: str | None = None, pretrained: bool = 
     trunk = TRUNKS.get(name)(name, weights, pretrained)
     trunk.net.eval()
     return trunk
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def same_backbone(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:

@@ -23,11 +23,11 @@ from clusterkit.features.backbones import (
     Backbone,
     FeatureMapTrunk,
     existing_file,
-    file_sha256,
     load_weights,
     read_state_dict,
     register,
 )
+from clusterkit.io import file_sha256
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from a hub repo, in order
 LITE0_ARCHITECTURE = "tf_efficientnet_lite0"  # TF "same" padding and BN eps 1e-3, as the weights were trained

@@ -15,11 +15,11 @@ from clusterkit.features.backbones import (
     Backbone,
     FeatureMapTrunk,
     existing_file,
-    file_sha256,
     load_weights,
     read_state_dict,
     register,
 )
+from clusterkit.io import file_sha256
 
 # The classification layer each builder ends in: replaced by Identity, so the net returns the
 # pooled penultimate features (ConvNeXt keeps its final LayerNorm, which belongs to them).

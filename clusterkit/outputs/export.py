@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import filecmp
-import hashlib
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from clusterkit.errors import InputError
-from clusterkit.io import atomic_write_json, is_atomic_temp
+from clusterkit.io import atomic_write_json, file_sha256, is_atomic_temp
 from clusterkit.outputs.assignments import read_assignments
 from clusterkit.outputs.run import ASSIGNMENTS_NAME, CONFIG_NAME, RunFolder
 
@@ -150,7 +149,7 @@ def read_run(run_dir: Path) -> tuple[Path, dict[str, str], str]:
         )
     if not run.assignments.is_file():
         raise InputError(f"{run_dir} holds no {ASSIGNMENTS_NAME}: the fit did not finish")
-    digest = hashlib.sha256(run.assignments.read_bytes()).hexdigest()
+    digest = file_sha256(run.assignments)
     return root, read_assignments(str(run.assignments)), digest
 
 
@@ -306,7 +305,7 @@ def _is_moved_source(entry: Entry, tgt: os.stat_result, target: Path) -> bool:
     keeps it) or, copied across file systems, its content."""
     if not stat.S_ISREG(tgt.st_mode) or entry.size is None or tgt.st_size != entry.size:
         return False
-    return _sha256(target) == entry.sha256 if entry.sha256 else tgt.st_ino == entry.inode
+    return file_sha256(target) == entry.sha256 if entry.sha256 else tgt.st_ino == entry.inode
 
 
 # --- carrying out -----------------------------------------------------------------------------
@@ -356,7 +355,7 @@ def _record_sources(plan: Plan) -> None:
         entry.size, entry.inode, entry.sha256 = src.st_size, src.st_ino, None
         if not _same_filesystem(Path(entry.source), (plan.dest / entry.target).parent):
             with contextlib.suppress(OSError):  # unreadable: its copy fails, and says why
-                entry.sha256 = _sha256(Path(entry.source))
+                entry.sha256 = file_sha256(Path(entry.source))
 
 
 def _same_filesystem(path: Path, folder: Path) -> bool:
@@ -391,7 +390,7 @@ def _move_across(entry: Entry, source: Path, target: Path) -> None:
     against the recorded size and SHA-256, give it the target name, and only then remove the source."""
     tmp = _copy_to_temp(source, target, durable=True)
     try:
-        if entry.sha256 is None or tmp.stat().st_size != entry.size or _sha256(tmp) != entry.sha256:
+        if entry.sha256 is None or tmp.stat().st_size != entry.size or file_sha256(tmp) != entry.sha256:
             raise OSError(errno.EIO, "the copy differs from the source; the source is kept")
         _place(tmp, target)
     except BaseException:
@@ -457,11 +456,3 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
