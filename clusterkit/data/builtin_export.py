@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from clusterkit.data.builtin import load_builtin
+from clusterkit.data.decode import to_image
 from clusterkit.errors import InputError
 from clusterkit.io import atomic_write_text
 
@@ -29,7 +30,7 @@ def export_builtin(name: str, folder: str | Path, scale: int = 1, rgb: bool = Fa
     except OSError as exc:
         raise InputError(f"cannot create {folder / 'images'}: {exc.strerror or exc}") from None
     for path, px in zip(images.paths, images.pixels, strict=True):
-        img = Image.fromarray(px[0]) if len(px) == 1 else Image.fromarray(px.transpose(1, 2, 0))  # C,H,W -> H,W,C
+        img = to_image(px)
         if scale > 1:
             img = img.resize((img.width * scale, img.height * scale), Image.Resampling.BICUBIC)
         if rgb:

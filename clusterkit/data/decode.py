@@ -79,6 +79,11 @@ def to_array(img: Image.Image, size: tuple[int, int], channels: int) -> np.ndarr
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
+def to_image(pixels: np.ndarray) -> Image.Image:
+    """A (C, H, W) uint8 array (what `to_array` makes) back as a Pillow image: L or RGB."""
+    return Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+
+
 def auto_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """The image's own (height, width), shrunk so that the longer side is at most `max_side`."""
     scale = min(1.0, max_side / max(width, height))

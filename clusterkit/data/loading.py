@@ -12,7 +12,7 @@ import numpy as np
 
 from clusterkit import console
 from clusterkit.data.builtin import load_builtin
-from clusterkit.data.decode import auto_size, decode_many, is_grayscale, open_image, to_array
+from clusterkit.data.decode import auto_size, decode_many, is_grayscale, open_image, to_array, to_image
 from clusterkit.data.samples import ImageSet, SampleKind, Samples
 from clusterkit.data.sources import BUILTIN_PREFIX, ImageFile, is_builtin, list_source
 from clusterkit.errors import ClusterkitError, InputError
@@ -162,16 +162,10 @@ def _resolve_shape(
 def resample(images: ImageSet, image_size, channels=None) -> ImageSet:
     """Resize / recolour an in-memory set (builtin data, or a method's working size) exactly as files
     would be decoded."""
-    from PIL import Image
-
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     size = tuple(image_size) if image_size is not None else images.size
     channels = channels or images.channels
     check_memory(len(images), channels, size)
-    mode = "L" if images.channels == 1 else "RGB"
-    arrays = []
-    for px in images.pixels:
-        img = Image.fromarray(px[0] if images.channels == 1 else px.transpose(1, 2, 0), mode=mode)
-        arrays.append(to_array(img, size, channels))
+    arrays = [to_array(to_image(px), size, channels) for px in images.pixels]
     return ImageSet(paths=images.paths, pixels=np.stack(arrays), labels=images.labels)

@@ -22,7 +22,7 @@ import numpy as np
 
 from clusterkit import console
 from clusterkit.data.builtin import load_builtin
-from clusterkit.data.decode import eight_bit, open_image
+from clusterkit.data.decode import eight_bit, open_image, to_image
 from clusterkit.data.samples import FeatureSet
 from clusterkit.data.sources import BUILTIN_PREFIX, is_builtin, list_source
 from clusterkit.errors import InputError
@@ -194,10 +194,9 @@ def _prepare(item: Path | np.ndarray, backbone: Backbone) -> torch.Tensor | str:
 
 def _rgb(item: Path | np.ndarray) -> Image.Image:
     """The image as 8-bit RGB (high-bit-depth scaled as `data.decode` does; grayscale repeated)."""
-    from PIL import Image
 
     if isinstance(item, np.ndarray):
-        return Image.fromarray(item[0] if item.shape[0] == 1 else item.transpose(1, 2, 0)).convert("RGB")
+        return to_image(item).convert("RGB")
     return eight_bit(open_image(item)).convert("RGB")
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from clusterkit import console
 from clusterkit.data import load_images
-from clusterkit.data.decode import open_image
+from clusterkit.data.decode import open_image, to_image
 from clusterkit.data.labels import match_labels, read_labels
 from clusterkit.data.samples import Samples
 from clusterkit.data.sources import is_builtin, source_root
@@ -102,8 +102,7 @@ class ImageSource:
 
     def _open(self, name: str) -> Image.Image:
         if self.builtin is not None:
-            pixels = self.builtin.pixels[self._index[name]]
-            return Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+            return to_image(self.builtin.pixels[self._index[name]])
         img = open_image(self.path(name))
         return img if img.mode in ("L", "RGB") else img.convert("RGB")
 
