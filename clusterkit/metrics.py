@@ -1,4 +1,5 @@
-"""Clustering metrics: ACC (Hungarian), NMI, ARI, purity, confusion matrix.
+"""Clustering metrics: ACC (Hungarian), NMI, ARI, purity, confusion matrix; and, needing no labels,
+the cluster sizes and the collapse they show (empty or giant clusters).
 
 Labels may be any hashable values (strings from a CSV, ints from a model); clusters and classes
 need not be equal in number. NMI uses scikit-learn's arithmetic-mean normalization.
@@ -66,3 +67,31 @@ def evaluate(y_true: Sequence[Any], y_pred: Sequence[Any]) -> dict[str, Any]:
         "k_pred": len(set(np.asarray(y_pred).tolist())),
         "k_true": len(set(np.asarray(y_true).tolist())),
     }
+
+
+# --- label-free: the sizes of the clusters ---------------------------------------------------
+# A cluster is reported as collapse when it holds more than halfway from its fair share (1/k of the
+# images) to all of them: 55% at k = 10, 75% at k = 2, where one cluster always holds at least half.
+COLLAPSE_WAY = 0.5
+
+
+def cluster_sizes(clusters: np.ndarray, k: int) -> list[int]:
+    return np.bincount(clusters, minlength=k).astype(int).tolist()
+
+
+def giant_cluster(sizes: list[int]) -> int | None:
+    """The cluster holding more than halfway from its fair share to all the images, if one does."""
+    total, fair = sum(sizes), 1.0 / len(sizes)
+    largest = int(np.argmax(sizes))
+    return largest if total and sizes[largest] > (fair + COLLAPSE_WAY * (1.0 - fair)) * total else None
+
+
+def collapse_warning(sizes: list[int]) -> str | None:
+    """Collapse is deep clustering's most common failure: empty clusters or one giant cluster."""
+    empty = sum(1 for s in sizes if s == 0)
+    if empty:
+        return f"{empty} of {len(sizes)} clusters are empty (sizes {sizes})"
+    giant = giant_cluster(sizes)
+    if giant is not None:
+        return f"one cluster holds {sizes[giant] / sum(sizes):.0%} of the images (sizes {sizes})"
+    return None

@@ -209,7 +209,7 @@ def test_sanet_k_auto_is_reported(cli, tmp_path):
 
 
 def test_collapse_warning_flags_empty_and_giant_clusters():
-    from clusterkit.workflows.fit import collapse_warning
+    from clusterkit.metrics import collapse_warning
 
     assert "empty" in collapse_warning([10, 0, 5])
     assert "90%" in collapse_warning([90, 5, 5])

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from clusterkit import console
 from clusterkit.config import config_to_dict, load_config_file, parse_set_options
 from clusterkit.data import load_images
@@ -24,12 +22,8 @@ from clusterkit.errors import InputError
 from clusterkit.methods.base import ClusterMethod, check_seed
 from clusterkit.methods.factory import create_method
 from clusterkit.methods.registry import get_method_class
-from clusterkit.metrics import label_scores
+from clusterkit.metrics import cluster_sizes, collapse_warning, label_scores
 from clusterkit.outputs.run import CONFIG_NAME, RunFolder, default_run_dir
-
-# A cluster is reported as collapse when it holds more than halfway from its fair share (1/k of the
-# images) to all of them: 55% at k = 10, 75% at k = 2, where one cluster always holds at least half.
-COLLAPSE_WAY = 0.5
 
 
 @dataclass
@@ -173,28 +167,6 @@ def ground_truth(samples: Samples, labels_file: Path | None, source: str | None 
         return samples.labels
     root = Path(source) if source is not None and Path(source).is_dir() else None
     return match_labels(samples.paths, read_labels(labels_file), root=root, labels_dir=Path(labels_file).parent)
-
-
-def cluster_sizes(clusters: np.ndarray, k: int) -> list[int]:
-    return np.bincount(clusters, minlength=k).astype(int).tolist()
-
-
-def giant_cluster(sizes: list[int]) -> int | None:
-    """The cluster holding more than halfway from its fair share to all the images, if one does."""
-    total, fair = sum(sizes), 1.0 / len(sizes)
-    largest = int(np.argmax(sizes))
-    return largest if total and sizes[largest] > (fair + COLLAPSE_WAY * (1.0 - fair)) * total else None
-
-
-def collapse_warning(sizes: list[int]) -> str | None:
-    """Collapse is deep clustering's most common failure: empty clusters or one giant cluster."""
-    empty = sum(1 for s in sizes if s == 0)
-    if empty:
-        return f"{empty} of {len(sizes)} clusters are empty (sizes {sizes})"
-    giant = giant_cluster(sizes)
-    if giant is not None:
-        return f"one cluster holds {sizes[giant] / sum(sizes):.0%} of the images (sizes {sizes})"
-    return None
 
 
 def check_unique_paths(paths: list[str]) -> None:

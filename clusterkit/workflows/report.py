@@ -30,12 +30,11 @@ from clusterkit.errors import InputError
 from clusterkit.io import atomic_write_text
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.factory import load_model
-from clusterkit.metrics import confusion, label_scores
+from clusterkit.metrics import cluster_sizes, collapse_warning, confusion, giant_cluster, label_scores
 from clusterkit.outputs import figures
 from clusterkit.outputs.report import ClusterSection, ReportContent, Thumb, render
 from clusterkit.outputs.run import REPORT_NAME, RunFolder
 from clusterkit.workflows.assign import load_samples
-from clusterkit.workflows.fit import cluster_sizes, collapse_warning, giant_cluster
 
 THUMB_SIZE = 64  # px, the longer side of a thumbnail; the page shows them at 64 px
 PER_ROW = 8  # images per row of a cluster's section
