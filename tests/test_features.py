@@ -239,3 +239,21 @@ def test_a_model_refuses_features_of_another_backbone_from_python():
     assert model.predict(FeatureSet([str(i) for i in range(20)], x, identity)).shape == (20,)
     with pytest.raises(InputError, match="weights_sha256"):
         model.predict(FeatureSet([str(i) for i in range(20)], x, {**identity, "weights_sha256": "2"}))
+
+
+def test_cached_features_of_another_length_are_one_error_not_a_mixed_array(tmp_path):
+    """Part of a source in the cache at another length (a damaged or foreign chunk under the same
+    key) and part embedded now: refused before the rows meet, and before the cache is written."""
+    import torch
+
+    from clusterkit.errors import InputError
+    from clusterkit.features.cache import FeatureCache
+    from clusterkit.features.embed import embed_images, list_images
+
+    backbone = load_backbone("efficientnet_lite0")
+    images = list_images("builtin:photo-crops").shard(0, 100)
+    cache = FeatureCache(tmp_path, backbone.identity)
+    cache.store(images.keys[:1], np.zeros((1, 7), np.float16))
+    with pytest.raises(InputError, match="7-D, the backbone gives 1280"):
+        embed_images(images, backbone, torch.device("cpu"), cache=cache)
+    assert len(list(tmp_path.rglob("*.npy"))) == 1  # nothing more was stored

@@ -115,12 +115,13 @@ def embed_images(
     rows = sorted({**found, **computed})
     if not rows:
         raise InputError(f"none of the {len(images)} images could be read ({_examples(images, skipped)})")
+    made = len(next(iter(computed.values()))) if computed else dim
+    if dim is not None and made != dim:  # before the rows meet in one array, or in the cache
+        raise InputError(f"cached features of {backbone.name} are {dim}-D, the backbone gives {made}")
     if cache is not None and computed:
         kept = [i for i in todo if i in computed]
         cache.store([images.keys[i] for i in kept], np.stack([computed[i] for i in kept]))
     features = np.stack([found[i] if i in found else computed[i] for i in rows]).astype(np.float32)
-    if dim is not None and features.shape[1] != dim:
-        raise InputError(f"cached features of {backbone.name} are {dim}-D, the backbone gives {features.shape[1]}")
     rate = f" in {seconds:.1f} s ({len(computed) / seconds:.1f} images/s)" if computed and seconds > 0 else ""
     where = f"from the cache ({cache.root})" if cache is not None else "from a cache (--no-cache)"
     console.info(
