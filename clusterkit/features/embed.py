@@ -123,10 +123,8 @@ def embed_images(
         cache.store([images.keys[i] for i in kept], np.stack([computed[i] for i in kept]))
     features = np.stack([found[i] if i in found else computed[i] for i in rows]).astype(np.float32)
     rate = f" in {seconds:.1f} s ({len(computed) / seconds:.1f} images/s)" if computed and seconds > 0 else ""
-    where = f"from the cache ({cache.root})" if cache is not None else "from a cache (--no-cache)"
-    console.info(
-        f"{backbone.name}: {len(found)} of {len(images)} images {where}, {len(computed)} embedded on {device}{rate}"
-    )
+    cached = "cache off" if cache is None else f"{len(found)} of {len(images)} images from the cache ({cache.root})"
+    console.info(f"{backbone.name}: {cached}, {len(computed)} embedded on {device}{rate}")
     for i, reason in skipped.items():
         console.warn(f"skipped {images.names[i]}: {reason}")
     return FeatureSet(
