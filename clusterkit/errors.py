@@ -11,3 +11,8 @@ class InputError(ClusterkitError):
     """Bad usage or bad input: unknown method, missing folder, k out of range, bad checkpoint."""
 
     exit_code = 2
+
+
+class TrainingDiverged(ClusterkitError):
+    """The loss turned non-finite or exploded: the run stops before the damaged weights are saved,
+    and the message names the step and the last good checkpoint."""

@@ -77,3 +77,25 @@ def pairwise_relation_loss(probs: torch.Tensor, relation: torch.Tensor) -> torch
     rows, cols = torch.tril_indices(len(probs), len(probs), device=probs.device)
     similarity = (unit[rows] * unit[cols]).sum(dim=1).clamp(0, 1)
     return probability_bce(similarity, relation[rows, cols])
+
+
+def uniform_prior_loss(logits: torch.Tensor) -> torch.Tensor:
+    """GEDI's uniformity term −Σ_y log p̄_y, p̄ = mean_i softmax(logits_i): at least c·log c, with
+    equality exactly when the batch-mean assignment is uniform, so it penalises cluster collapse
+    (CPLearn `solo/losses/gedi_nogen.py` L40-41). Pass the logits of the global batch."""
+    mean = F.softmax(logits.float(), dim=1).mean(dim=0)
+    return -mean.clamp_min(_EPS).log().sum()
+
+
+def view_invariance_loss(logits: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """GEDI's invariance term: mean_i of the cross-entropy of view 1's prediction under view 2's,
+    −Σ_y softmax(other_i)_y log softmax(logits_i)_y, with gradients through both views (no
+    stop-gradient; CPLearn `gedi_nogen.py` L43-44)."""
+    return -(F.softmax(other.float(), dim=1) * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def contrastive_divergence(data_energy: torch.Tensor, sample_energy: torch.Tensor) -> torch.Tensor:
+    """mean E(data) − mean E(samples): the gradient of the negative log-likelihood of an
+    energy-based model, with samples from the model standing in for its partition function (JEM
+    `train_wrn_ebm.py` L313-330). Samples must come in detached."""
+    return data_energy.float().mean() - sample_energy.float().mean()

@@ -37,6 +37,7 @@ FAST: dict[str, dict] = {
         "convs_per_block": 1,
         "flip": 0.0,
     },
+    "gedi": {"iterations": 8, "batch_size": 32, "sgld_steps": 2, "buffer_size": 100, "hidden": 16},
     "sanet": {"subset_size": 100, "patches_per_unit": 1000, "units": 2, "restarts": 1},
 }
 

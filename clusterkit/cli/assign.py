@@ -20,6 +20,9 @@ def assign(
     fmt: str = typer.Option("csv", "--format", "-f", help="csv, json or jsonl."),
     output: str = typer.Option("-", "--output", help="File to write, or - for stdout."),
     probs: bool = typer.Option(False, "--probs", help="Add p0..p{k-1}: the soft assignment."),
+    energy: bool = typer.Option(
+        False, "--energy", help="Add energy: how unlike the training data each image is (gedi models)."
+    ),
     device: str = options.DEVICE,
     batch_size: Optional[int] = options.BATCH_SIZE,
     weights: Optional[str] = options.WEIGHTS,
@@ -44,5 +47,6 @@ def assign(
         weights=weights,
         cache=cache,
         use_cache=not no_cache,
+        energy=energy,
     )
     write_assignment(result, output=output, fmt=fmt, probs=probs)

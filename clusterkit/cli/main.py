@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from clusterkit.cli import assign, datasets, embed, evaluate, export, fit, methods, report
+from clusterkit.cli import assign, datasets, embed, evaluate, export, fit, methods, report, sample
 from clusterkit.errors import ClusterkitError
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ embed.register(app)
 evaluate.register(app)
 methods.register(app)
 report.register(app)
+sample.register(app)
 export.register(app)
 app.add_typer(datasets.app, name="datasets")
 

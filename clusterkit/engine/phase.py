@@ -46,6 +46,10 @@ class Phase:
     in the checkpoint), e.g. k-means initialisation or first targets; `on_epoch_end(ctx)` after each
     epoch, e.g. a target update, returning True to end the phase early (converged); `assign()` the
     current cluster of every image, used only to log ACC/NMI/ARI when ground truth is known.
+    Divergence guard: a non-finite loss always stops the run, and so does |loss| > `max_loss` where
+    set (an energy-based model's loss explodes before it turns NaN; JEM stops at 1e8). The step is
+    not taken, the checkpoint of the last finished epoch stays as it was (a resume starts there),
+    and the error names both.
     A method whose unit is not "an epoch of shuffled batches" (GATCluster's outer iterations: a big
     batch, no-grad targets, then sub-batch passes) supplies `batches` as a generator: it may compute
     targets without gradients between yields, and yields whatever its `loss` takes.
@@ -62,3 +66,4 @@ class Phase:
     on_epoch_end: Callable[[EpochContext], bool | None] | None = None
     batches: Callable[[EpochContext], Iterable[Any]] | None = None
     assign: Callable[[], np.ndarray] | None = None
+    max_loss: float | None = None

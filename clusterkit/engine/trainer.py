@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from clusterkit.engine.phase import EpochContext, Phase
 from clusterkit.engine.precision import Precision
 from clusterkit.engine.seeding import capture_rng, derived_seed, restore_rng, seed_everything
 from clusterkit.engine.state import load_train_state, save_train_state
-from clusterkit.errors import InputError
+from clusterkit.errors import InputError, TrainingDiverged
 from clusterkit.metrics import label_scores
 from clusterkit.outputs.run import STATE_NAME
 
@@ -165,6 +166,7 @@ class Trainer:
         for batch in batches:
             with self.precision.autocast():
                 terms = phase.loss(module, batch)
+            self._check_diverged(phase, ctx, steps + 1, terms["loss"])
             self.precision.step(terms["loss"], optimizer)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float()
@@ -183,6 +185,29 @@ class Trainer:
             images *= self.env.world_size
         terms = dict(zip(sorted(sums), means.tolist(), strict=True))
         return terms, images / max(time.perf_counter() - start, 1e-9)
+
+    def _check_diverged(self, phase: Phase, ctx: EpochContext, step: int, loss: torch.Tensor) -> None:
+        """Stop before a non-finite or exploded loss reaches the weights (Phase's divergence guard).
+        Reading the loss syncs the device once a step; under torchrun the ranks agree on the verdict
+        (one all-reduce), so that all stop together where any one diverged."""
+        value = float(loss.detach())
+        bad = not math.isfinite(value) or (phase.max_loss is not None and abs(value) > phase.max_loss)
+        if is_active():
+            flag = torch.tensor([float(bad)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            bad = bool(flag.item())
+        if not bad:
+            return
+        what = "non-finite" if not math.isfinite(value) else f"beyond the limit of {phase.max_loss:g}"
+        where = f"{phase.name} epoch {ctx.epoch + 1} step {step}"
+        if self.run_dir is not None:
+            last = f"the last good checkpoint is {self.run_dir / STATE_NAME} (after epoch {ctx.epoch} of {phase.name})"
+        else:
+            last = "no checkpoint was written (no run folder)"
+        raise TrainingDiverged(
+            f"training diverged at {where}: the loss is {value:g}, {what}; {last}. "
+            "Lower the learning rate (or the method's step sizes) and fit again"
+        )
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if not is_active():

@@ -20,6 +20,7 @@ METHOD_MODULES = {
     "depict": "clusterkit.methods.depict",
     "gatcluster": "clusterkit.methods.gatcluster",
     "sanet": "clusterkit.methods.sanet",
+    "gedi": "clusterkit.methods.gedi",
 }
 
 METHODS: Registry[type[ClusterMethod]] = Registry("method", METHOD_MODULES)

@@ -21,10 +21,16 @@ def hard_assignments(proba: np.ndarray, labels: np.ndarray | None = None) -> tup
 
 
 def _records(
-    paths: list[str], proba: np.ndarray, clusters: np.ndarray, confidence: np.ndarray, probs: bool
+    paths: list[str],
+    proba: np.ndarray,
+    clusters: np.ndarray,
+    confidence: np.ndarray,
+    probs: bool,
+    columns: dict[str, np.ndarray],
 ) -> Iterator[dict]:
     for i, path in enumerate(paths):
         row = {"path": path, "cluster": int(clusters[i]), "confidence": round(float(confidence[i]), 6)}
+        row.update({name: round(float(values[i]), 6) for name, values in columns.items()})
         if probs:
             row.update({f"p{j}": round(float(p), 6) for j, p in enumerate(proba[i])})
         yield row
@@ -37,9 +43,13 @@ def write_assignments(
     labels: np.ndarray | None = None,
     fmt: Format = "csv",
     probs: bool = False,
+    columns: dict[str, np.ndarray] | None = None,
 ) -> None:
+    """One row per path; `columns` are extra per-image numbers (e.g. GEDI's `energy`) after the
+    confidence, in their order."""
+    columns = columns or {}
     clusters, confidence = hard_assignments(proba, labels)
-    records = _records(paths, proba, clusters, confidence, probs)
+    records = _records(paths, proba, clusters, confidence, probs, columns)
     if fmt == "json":
         json.dump(list(records), stream, indent=1)
         stream.write("\n")
@@ -47,7 +57,9 @@ def write_assignments(
         for record in records:
             stream.write(json.dumps(record) + "\n")
     else:
-        fields = ["path", "cluster", "confidence"] + ([f"p{j}" for j in range(proba.shape[1])] if probs else [])
+        fields = ["path", "cluster", "confidence", *columns] + (
+            [f"p{j}" for j in range(proba.shape[1])] if probs else []
+        )
         # A carriage return inside a path is not quoted under QUOTE_MINIMAL with a "\n" terminator,
         # and readers take it for a line end: then every text field is quoted.
         carriage = any("\r" in path for path in paths)

@@ -27,6 +27,7 @@ class Assignment:
     paths: list[str]
     proba: np.ndarray
     skipped: list[tuple[str, str]]
+    energy: np.ndarray | None = None  # E(x) of a generative model (GEDI): high = unlike the training data
 
     @property
     def clusters(self) -> np.ndarray:
@@ -42,11 +43,16 @@ def assign(
     weights: str | None = None,
     cache: Path | None = None,
     use_cache: bool = True,
+    energy: bool = False,
 ) -> Assignment:
     """Load `source` as the model was trained (sample kind, size, channels; for features, the same
     backbone, refused when its weights or preprocessing differ) and predict it; `model` is a fitted
-    method, a run folder or a model.ckpt. `weights` finds the backbone's weights where they moved."""
+    method, a run folder or a model.ckpt. `weights` finds the backbone's weights where they moved.
+    `energy` adds each sample's energy under a generative model, for out-of-distribution screening."""
     fitted = model if isinstance(model, ClusterMethod) else load_model(model, device=device, batch_size=batch_size)
+    score_energy = getattr(fitted, "energy", None)
+    if energy and score_energy is None:
+        raise InputError(f"--energy needs a generative model (--method gedi); this model is {fitted.name}")
     samples = load_samples(
         fitted,
         source,
@@ -57,7 +63,12 @@ def assign(
         device=device,
         batch_size=batch_size,
     )
-    return Assignment(samples.paths, fitted.predict_proba(samples), samples.skipped)
+    return Assignment(
+        samples.paths,
+        fitted.predict_proba(samples),
+        samples.skipped,
+        energy=score_energy(samples) if energy else None,
+    )
 
 
 def load_samples(
@@ -107,11 +118,12 @@ def check_output(output: str, fmt: str) -> None:
 def write_assignment(result: Assignment, output: str = "-", fmt: Format = "csv", probs: bool = False) -> None:
     """The table to stdout (`output="-"`) or atomically to a file."""
     check_output(output, fmt)
+    columns = {"energy": result.energy} if result.energy is not None else None
     if output == "-":
         if hasattr(sys.stdout, "reconfigure"):  # file names that are not UTF-8 go out as their own bytes
             sys.stdout.reconfigure(errors="surrogateescape")
-        write_assignments(sys.stdout, result.paths, result.proba, fmt=fmt, probs=probs)
+        write_assignments(sys.stdout, result.paths, result.proba, fmt=fmt, probs=probs, columns=columns)
         return
     buffer = io.StringIO()
-    write_assignments(buffer, result.paths, result.proba, fmt=fmt, probs=probs)
+    write_assignments(buffer, result.paths, result.proba, fmt=fmt, probs=probs, columns=columns)
     atomic_write_text(output, buffer.getvalue())
