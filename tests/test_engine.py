@@ -19,7 +19,7 @@ from clusterkit.data import load_images
 from clusterkit.engine import Phase, Trainer, resolve_device
 from clusterkit.engine.context import FitContext
 from clusterkit.engine.distributed import DistEnv, shard
-from clusterkit.errors import InputError
+from clusterkit.errors import InputError, TrainingDiverged
 from clusterkit.losses import prior_targets, soft_cross_entropy
 from clusterkit.outputs.run import STATE_NAME
 
@@ -164,6 +164,26 @@ def _same_history(a: Path, b: Path) -> bool:
         ]
 
     return load(a) == load(b)
+
+
+@pytest.mark.parametrize(("bad", "limit"), [(float("nan"), None), (1e12, 1e8)])
+def test_a_diverged_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(digits, tmp_path, bad, limit):
+    """Step 3 of epoch 2 returns a NaN (or, with max_loss, a loss beyond it): the run stops there
+    with the step and the checkpoint in one message, the weights saved after epoch 1 untouched."""
+    trainer = Trainer(digits, seed=0, device="cpu", context=FitContext(tmp_path), fingerprint={"method": "toy"})
+    steps = []
+
+    def loss(module, batch):
+        steps.append(1)
+        value = nn.functional.mse_loss(module(batch.x)[1], batch.x.flatten(1))
+        return {"loss": value * bad if len(steps) == 8 + 3 else value}  # 1797 / 256 -> 8 steps an epoch
+
+    model = _Toy()
+    with pytest.raises(TrainingDiverged, match=r"toy epoch 2 step 3: .*last good checkpoint is .*train_state"):
+        trainer.fit(model, [Phase("toy", 5, loss, lambda p: torch.optim.Adam(p), batch_size=256, max_loss=limit)])
+    state = torch.load(tmp_path / STATE_NAME, weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(value).all() for value in state["model"].values())
 
 
 def test_resume_refuses_other_settings_and_missing_state(digits, tmp_path):
