@@ -50,8 +50,9 @@ def test_learns_digits_well_above_chance(fitted, digits):
     assert acc > 0.7, acc
 
 
-def test_separates_real_rgb_photos_where_kmeans_does_not():
-    """Crops of two real photographs (64 x 64 RGB): k-means on pixels gets ACC 0.74 here."""
+def test_separates_the_two_photos_crops_where_kmeans_does_not():
+    """Crops of two photographs (64 x 64 RGB), which colour alone separates: k-means on pixels gets
+    ACC 0.74 here. A check that SA-Net runs on colour images, not evidence on real photo sets."""
     crops = load_builtin("photo-crops")
     model = get_method_class("sanet")(k=2, seed=0, device="cpu", **FAST).fit(crops)
     assert cluster_acc(crops.labels, model.labels_) > 0.9
@@ -242,6 +243,32 @@ def test_spectral_filters_have_unit_response_variance():
     filters = spectral_filters(patches, 4, 10, 1e-3, seed=0, backend="sklearn")
     assert filters.shape == (4, 18)
     assert torch.allclose((patches @ filters.T).std(dim=0), torch.ones(4), atol=1e-3)
+
+
+def test_a_disconnected_patch_graph_gives_no_component_indicator_filter():
+    """Two far-apart groups of patches: the kNN patch graph falls into two components, and
+    eigenvalue 0 is doubled. Taking the next eigenvector after the constant one regressed a filter
+    onto the indicator of a group (its response was 99.9% between-group variance, constant on each
+    group); each component's constant eigenvector is now left out, and no filter separates the groups."""
+    from scipy.sparse.csgraph import connected_components
+
+    from clusterkit.algorithms.spectral import knn_affinity
+
+    generator = torch.Generator().manual_seed(0)
+    n, checkerboard = 300, torch.tensor([1.0, -1, 1, -1, 1, -1, 1, -1, 0])
+    near = torch.randn(n, 9, generator=generator)
+    far = torch.randn(n, 9, generator=generator) + 30 * checkerboard
+    patches = torch.cat([near, far])
+    patches = patches - patches.mean(dim=1, keepdim=True)  # as sample_patches gives them
+    graph = knn_affinity(patches.numpy(), 10, "sklearn")
+    assert connected_components(graph, directed=False)[0] == 2
+    filters = spectral_filters(patches, 4, 10, 1e-3, seed=0, backend="sklearn")
+    responses = (patches @ filters.T).double()
+    assert torch.allclose(responses.std(dim=0), torch.ones(4, dtype=torch.float64), atol=1e-3)
+    # Share of each filter's response variance that is between the two groups (eta squared).
+    between = 0.25 * (responses[:n].mean(dim=0) - responses[n:].mean(dim=0)) ** 2
+    share = between / responses.var(dim=0, unbiased=False)
+    assert share.max() < 0.1, share
 
 
 def test_positions_are_drawn_once_each_where_the_maps_hold_few(digits):

@@ -1,4 +1,6 @@
-"""SA-Net: deep spectral analysis network (Wang & Jiang, arXiv 2009.07026), closed-form variant.
+"""SA-Net-inspired: the project's own closed-form reconstruction of the deep spectral analysis
+network (Wang & Jiang, arXiv 2009.07026) from the paper's abstract; its method section could not be
+read, so nothing here is the paper's (docs/methods.md lists where it may differ).
 
 Layers of parallel spectral-analysis units learn convolution filters by spectral regression on patch
 graphs (clusterkit.methods.sanet.units); images are compared block by block with a trimmed distance that
@@ -50,8 +52,8 @@ from clusterkit.methods.sanet.layers import SpectralLayer, fit_layers, forward, 
 
 @dataclass
 class SANetConfig(MethodConfig):
-    """Defaults are the project's own starting values, none tuned on labels; docs/methods.md gives
-    every default's reason."""
+    """Defaults are the project's own (the paper's method could not be read); docs/methods.md gives
+    what each rests on, and marks those kept after comparing ACC on the built-in digits (issue 19)."""
 
     layers: int = option(2, "spectral-analysis layers (PCANet's stages)", low=1)
     units: int = option(4, "parallel spectral-analysis units per layer", low=1)

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from scipy.sparse.csgraph import connected_components
 
+from clusterkit import console
 from clusterkit.algorithms.neighbors import Backend
 from clusterkit.algorithms.spectral import knn_affinity, spectral_embedding
 
@@ -74,7 +77,7 @@ def spectral_filters(
     """(n_filters, D) filters whose responses approximate the patch graph's first non-trivial eigenvectors.
 
     The eigenvectors are those of the generalized problem W y = lambda D y (D^-1/2 times the
-    eigenvectors of L_sym), whose trivial solution is the constant vector, dropped here. The ridge
+    eigenvectors of L_sym), whose trivial solutions are dropped (`nontrivial_eigenvectors`). The ridge
     penalty is alpha = ridge x tr(P^T P) / D: `ridge` times the mean diagonal entry of the Gram matrix
     (the patch energy per dimension, summed over the n patches), so it scales with the data and does
     not depend on the intensity scale.
@@ -83,12 +86,55 @@ def spectral_filters(
     """
     x = patches.double().numpy()
     affinity = knn_affinity(x.astype(np.float32), n_neighbors, backend)
-    vectors, _ = spectral_embedding(affinity, n_filters + 1, seed=seed)
+    vectors = nontrivial_eigenvectors(affinity, n_filters, seed)
     degree = np.asarray(affinity.sum(axis=1)).ravel()
-    targets = torch.from_numpy(vectors[:, 1:] / np.sqrt(np.maximum(degree, 1e-12))[:, None])
+    targets = torch.from_numpy(vectors / np.sqrt(np.maximum(degree, 1e-12))[:, None])
     p = torch.from_numpy(x)
     gram = p.T @ p
     penalty = ridge * torch.trace(gram) / gram.shape[0]
     weights = torch.linalg.solve(gram + penalty * torch.eye(gram.shape[0], dtype=gram.dtype), p.T @ targets)
     weights = weights / (p @ weights).std(dim=0).clamp_min(1e-12)
     return weights.T.float().contiguous()
+
+
+def nontrivial_eigenvectors(affinity: sp.spmatrix, count: int, seed: int) -> np.ndarray:
+    """(n, count) eigenvectors of L_sym of the patch graph with the smallest eigenvalues, each
+    connected component's trivial eigenvector left out.
+
+    On a connected graph the trivial solution is the one eigenvector of eigenvalue 0, D^1/2 1 (the
+    constant y = 1 of W y = lambda D y), and this is the first `count` eigenvectors after it. A
+    graph of c components has eigenvalue 0 c times, and its eigenspace is spanned by the components'
+    indicators (von Luxburg 2007, Prop. 4): taking "the next eigenvectors" after one of them would
+    make c - 1 targets piecewise constant, equal on every patch of a component, and their filters
+    would be linear discriminants between groups of patches (often an artefact of the sample: a far
+    group, near-copies) rather than coordinates along the patches' graph. Every vector of that
+    eigenspace is as trivial as the constant of a connected graph (zero Laplacian energy: it says
+    which component a patch is in, nothing about how patches vary), so each component's eigenvalue-0
+    vector is left out, and the `count` smallest non-trivial eigenpairs of all components are kept
+    (each supported on its component, as Laplacian eigenmaps treat a disconnected graph: Belkin &
+    Niyogi 2003 embed each component on its own). No threshold is involved: components are exact
+    (edges of weight 0 do not connect). Connecting the graph instead (bridging edges between
+    components) would not help: the self-tuning weight of an edge between far groups is about 0, so
+    the second eigenvector would stay a near-indicator, and which edges to add would be arbitrary.
+    On a connected graph the result is the old one, bit for bit.
+    """
+    graph = sp.csr_matrix(affinity, copy=True)
+    graph.eliminate_zeros()
+    n_parts, component = connected_components(graph, directed=False)
+    if n_parts == 1:
+        return spectral_embedding(graph, count + 1, seed=seed)[0][:, 1:]
+    console.info(
+        f"sanet: a unit's patch graph has {n_parts} connected components; "
+        "each component's constant eigenvector is left out of the filters' targets"
+    )
+    found = []  # (eigenvalue, members, eigenvector on the members)
+    for part in range(n_parts):
+        members = np.flatnonzero(component == part)
+        vectors, values = spectral_embedding(graph[members][:, members], count + 1, seed=seed)
+        found.extend((values[j], members, vectors[:, j]) for j in range(1, vectors.shape[1]))
+    order = sorted(range(len(found)), key=lambda i: found[i][0])[:count]
+    embedding = np.zeros((graph.shape[0], len(order)))
+    for column, i in enumerate(order):
+        _, members, vector = found[i]
+        embedding[members, column] = vector
+    return embedding
