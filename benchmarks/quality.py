@@ -3,6 +3,7 @@
     python benchmarks/quality.py                      # every registered method, digits, seeds 0,1,2
     python benchmarks/quality.py --folder data/fashion/images --labels data/fashion/labels.csv --methods kmeans,sanet
     python benchmarks/quality.py --backbone efficientnet_lite0   # + the classical methods on its features
+    python benchmarks/quality.py --methods kmeans,gedi,gedi:weight_generative=0   # a variant: METHOD:KEY=VALUE[+KEY=VALUE]
 
 Prints one row per method and data set (mean and spread over seeds; each fit in its own process,
 so that `peak_mb` is that fit's own) and writes all runs as JSON. Each row of a method that is not
@@ -25,11 +26,26 @@ from _common import (
 )
 
 
-def is_baseline(method: str) -> bool:
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """'gedi:weight_generative=0+hidden=128' -> ('gedi', {...}): a method with options (an ablation),
+    its values read as YAML scalars as `fit --set` reads them."""
+    import yaml
+
+    method, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split("+")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: {spec}: options are KEY=VALUE joined by +")
+        options[key] = yaml.safe_load(value)
+    return method, options
+
+
+def is_baseline(spec: str) -> bool:
     """The classical baselines are the methods of `methods/classical.py`."""
     from clusterkit.methods.registry import METHOD_MODULES
 
-    return METHOD_MODULES[method].endswith(".classical")
+    return METHOD_MODULES[parse_variant(spec)[0]].endswith(".classical")
 
 
 def mark_baseline_comparison(summary: list[dict]) -> None:
@@ -97,13 +113,14 @@ def main() -> None:
             source = args.folder or f"builtin:{dataset}"
             features, seconds = embedded(source, args.backbone, images, args.device)
             print(f"{dataset}: {args.backbone} features of {len(features)} images in {seconds:.1f} s", flush=True)
-            takers = [m for m in methods if "features" in available_methods()[m].input_kinds]
+            takers = [m for m in methods if "features" in available_methods()[parse_variant(m)[0]].input_kinds]
             inputs.append((args.backbone, features, takers))
         for name, samples, fitted in inputs:
             for method in fitted:
-                results = [isolated_fit(method, samples, args.k, seed, device=args.device) for seed in seeds]
+                base, options = parse_variant(method)
+                results = [isolated_fit(base, samples, args.k, seed, device=args.device, **options) for seed in seeds]
                 for result in results:
-                    result.update(dataset=dataset, input=name)
+                    result.update(dataset=dataset, input=name, method=method)
                 runs.extend(results)
                 row = {"dataset": dataset, "method": method, "input": name, "device": results[0]["device"]}
                 for key in ("acc", "nmi", "ari", "seconds"):

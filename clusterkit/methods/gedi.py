@@ -230,6 +230,10 @@ class GEDI(ClusterMethod):
             extra_state=buffer,
             mixed_precision=False,
         )
+        if trainer.env.world_size > 1:  # one replay buffer: ranks would share its seeds and resume from rank 0's
+            raise InputError(
+                "gedi trains in one process: its replay buffer of SGLD chains is not sharded (run without torchrun)"
+            )
         self.device_ = str(trainer.device)
         self.net_ = self._build()
         schedule = GEDISchedule(self.net_, trainer, buffer, cfg)
