@@ -1,7 +1,7 @@
 """Typed per-method defaults, YAML config files and KEY=VALUE overrides.
 
-Precedence, lowest first: the method's dataclass defaults, `--config FILE.yaml`, dedicated CLI flags
-(`--epochs`, `--batch-size`), then `--set KEY=VALUE`. Values are coerced to the field's declared type so
+Precedence, lowest first: the method's dataclass defaults, a named preset (`--preset NAME`), `--config
+FILE.yaml`, dedicated CLI flags (`--epochs`, `--batch-size`), then `--set KEY=VALUE`. Values are coerced to the field's declared type so
 that `--set lr=1e-3` is a float and a typo is an error that lists the valid keys.
 
 Every option is declared once, with its constraint and a one-line help beside it:
@@ -11,6 +11,9 @@ Every option is declared once, with its constraint and a one-line help beside it
 and a config class states its cross-field rules as data (`rules = (Rule("batch_size", "<=", "big_batch"),)`).
 `check_options` is the one place that checks them all, in one message style
 (`depict: option lr must be > 0, got -1.0`); `describe_options` lists them for `clusterkit methods NAME`.
+
+A config class may also name sets of options as data, each value with a comment on its source
+(`presets = {"paper": {"epochs": 6000, ...}}`); `with_preset` puts one under the other layers.
 """
 
 from __future__ import annotations
@@ -103,6 +106,9 @@ class MethodConfig:
     channels: int | None = option(None, "1 (grayscale) or 3 (RGB); null follows the first image", choices=(1, 3))
 
     rules: ClassVar[tuple[Rule, ...]] = ()
+    # Named sets of options (`fit --preset NAME`): NAME -> {option: value}, the options it sets,
+    # each value with a comment naming its source (paper section, or file:line @ commit).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
 
 def field_names(config_cls: type[MethodConfig]) -> list[str]:
@@ -262,6 +268,28 @@ def build_config(config_cls: type[MethodConfig], overrides: dict[str, Any], meth
     config = config_cls(**values)
     check_options(config, method)
     return config
+
+
+def preset_options(config_cls: type[MethodConfig], name: Any, method: str) -> dict[str, Any]:
+    """The options of `config_cls`'s preset `name`; an unknown name lists the method's presets."""
+    presets = config_cls.presets
+    if isinstance(name, str) and name in presets:
+        return dict(presets[name])
+    if not presets:
+        raise InputError(f"unknown preset {name!r}: {method} has no presets")
+    raise InputError(f"unknown preset {name!r} for {method}; its presets: {', '.join(presets)}")
+
+
+def with_preset(
+    config_cls: type[MethodConfig], name: Any, options: dict[str, Any], method: str
+) -> tuple[dict[str, Any], list[str]]:
+    """`options` (from --config, the flags and --set) laid over the preset `name` (None: no preset),
+    and the preset's options that they set to another value, for a note."""
+    if name is None:
+        return dict(options), []
+    preset = preset_options(config_cls, name, method)
+    overridden = [key for key, value in preset.items() if key in options and options[key] != value]
+    return {**preset, **options}, overridden
 
 
 def parse_set_options(pairs: list[str]) -> dict[str, Any]:

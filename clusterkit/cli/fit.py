@@ -21,6 +21,9 @@ def fit(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/METHOD-TIME)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (e.g. a run's config.yaml)."),
     set_: list[str] = typer.Option([], "--set", help="Override one option: KEY=VALUE (repeatable)."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="A named set of the method's options, e.g. paper (see `clusterkit methods NAME`)."
+    ),
     device: str = options.DEVICE,
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (deep methods)."),
@@ -51,6 +54,7 @@ def fit(
         out=out,
         config_file=config,
         overrides=set_,
+        preset=preset,
         device=device,
         seed=seed,
         epochs=epochs,

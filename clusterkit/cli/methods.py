@@ -1,5 +1,6 @@
-"""`clusterkit methods [NAME]`: every registered method, whether it trains, and its defaults; with a
-NAME, every option of that method (default, constraint, help)."""
+"""`clusterkit methods [NAME]`: every registered method, whether it trains, its defaults and its
+presets (`fit --preset NAME`); with a NAME, every option of that method (default, constraint, help)
+and what each preset sets."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def list_methods(
                 "uses_engine": cls.uses_engine,
                 "auto_k": cls.supports_auto_k,
                 "defaults": defaults,
+                "presets": {preset: dict(values) for preset, values in cls.Config.presets.items()},
             }
         )
     if as_json:
@@ -46,6 +48,8 @@ def list_methods(
         flags = ", ".join(f for f, on in (("trains in epochs", row["uses_engine"]), ("--k auto", row["auto_k"])) if on)
         typer.echo(f"{row['name']:<12} {row['description']}" + (f" [{flags}]" if flags else ""))
         typer.echo(" " * 13 + " ".join(f"{k}={v}" for k, v in row["defaults"].items()))
+        for preset, values in row["presets"].items():
+            typer.echo(" " * 13 + f"--preset {preset}: " + _assignments(values))
 
 
 def _describe_method(name: str, as_json: bool) -> None:
@@ -55,8 +59,10 @@ def _describe_method(name: str, as_json: bool) -> None:
 
     cls = get_method_class(name)  # unknown name: InputError, exit 2
     options = describe_options(cls.Config)
+    presets = {preset: dict(values) for preset, values in cls.Config.presets.items()}
     if as_json:
-        typer.echo(json.dumps({"name": cls.name, "description": cls.description, "options": options}, indent=1))
+        described = {"name": cls.name, "description": cls.description, "options": options, "presets": presets}
+        typer.echo(json.dumps(described, indent=1))
         return
     typer.echo(f"{cls.name}: {cls.description}")
     typer.echo("options (--set KEY=VALUE):")
@@ -67,6 +73,14 @@ def _describe_method(name: str, as_json: bool) -> None:
         typer.echo(
             "  " + "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
         )
+    typer.echo("presets (--preset NAME; under --config, the flags and --set):" if presets else "presets: none")
+    for preset, values in presets.items():
+        typer.echo(f"  {preset}: {_assignments(values)}")
+
+
+def _assignments(values: dict[str, Any]) -> str:
+    """`epochs=6000 lr=0.001`, values as `--set` takes them."""
+    return " ".join(f"{key}={_shown(value)}" for key, value in values.items())
 
 
 def _shown(value: Any) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -91,6 +91,30 @@ class DepictConfig(MethodConfig):
         40, "k-means++ restarts (init=kmeans, spectral's embedding, empty-cluster splits)", low=1
     )
     mixed_precision: bool = option(True, "CUDA autocast (bf16, else fp16 with loss scaling); CPU runs stay float32")
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # The released code's schedule: herandy/DEPICT @ e75840d (DEPICT.py, functions.py). Its
+        # label-free warm-up stop (up to 1000 epochs, functions.py:767, :808) has no option here, so
+        # init_epochs keeps its default; docs/methods.md, DEPICT.
+        "paper": {
+            # DEPICT.py:40 `--num_epochs 4000`: train_depict's `for epoch in range(num_epochs)` (functions.py:840)
+            "epochs": 4000,
+            # the same 4000 in train_depict_ae's `for epoch in range(num_epochs + 1)` (functions.py:582): 4001 epochs
+            "pretrain_epochs": 4001,
+            # functions.py:607 `if last_update > 100: break`: the 101st epoch without a new held-out low
+            "pretrain_patience": 101,
+            # functions.py:566 `train_test_split(..., test_size=0.10)` (stratified there, random here)
+            "holdout": 0.1,
+            # DEPICT.py:38 `--batch_size 100`
+            "batch_size": 100,
+            # DEPICT.py:39 `--learning_rate 1e-4`, pretraining's Adam (functions.py:562)
+            "lr": 1e-4,
+            # the same learning rate for the warm-up and the clustering Adam (functions.py:733, :740)
+            "cluster_lr": 1e-4,
+            # functions.py:876 `mean_squared_error(y_prob, y_prob_prev) < 1e-7`
+            "tol": 1e-7,
+        },
+    }
 
 
 class DepictNet(nn.Module):

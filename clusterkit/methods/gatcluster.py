@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -109,6 +109,32 @@ class GATClusterConfig(MethodConfig):
     )
 
     rules = (Rule("batch_size", "<=", "big_batch"), Rule("scale_min", "<=", "scale_max"))
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # The official STL-10 run: niuchuangnn/GATCluster @ cf0e20f (HEAD, the code of the released
+        # model), configs/stl10/gatcluster.py unless another file is named; docs/methods.md, GATCluster.
+        "paper": {
+            # :18 `max_iters = 6000` outer iterations (one big batch each: build_data_loader.py:61, :77)
+            "epochs": 6000,
+            # :8 `batch_size = 1000` (B, `ims_per_batch`)
+            "big_batch": 1000,
+            # :11 `train_sub_batch_size = 32`
+            "batch_size": 32,
+            # :13 `num_repeat = 8` passes of step 2 (training.py:158)
+            "repeats": 8,
+            # :139 `base_lr=0.001` (Adam, weight_decay 0)
+            "lr": 1e-3,
+            # training.py:211: `clip_grad_value_(..., 10)` commented out since 6ab2e18 (clipped at 0f5967e)
+            "grad_clip": 0.0,
+            # :50 `conv_layers=[[64, 64, 64], ..., [128, 128, 128], ..., [256, 256, 256], ...]`
+            "width": 64,
+            "convs_per_block": 3,
+            # :14 `fea_dim = 10`, since 51b292c (32 at 0f5967e)
+            "feature_dim": 10,
+            # STL-10 at its own 96 px: `stl10_gray` resizes nothing (deepcluster/data/bulid_data.py:44-66;
+            # datasets/stl10.py:161 reads 96 x 96); smaller images keep their size
+            "max_image_size": 96,
+        },
+    }
 
     def augment_policy(self) -> AugmentPolicy:
         return AugmentPolicy(

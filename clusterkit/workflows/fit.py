@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterkit import console
-from clusterkit.config import config_to_dict, load_config_file, parse_set_options
+from clusterkit.config import config_to_dict, load_config_file, parse_set_options, with_preset
 from clusterkit.data import load_images
 from clusterkit.data.labels import match_labels, read_labels
 from clusterkit.data.samples import Samples
@@ -34,6 +34,7 @@ class FitRequest:
     out: Path | None = None
     config_file: Path | None = None
     overrides: list[str] = field(default_factory=list)
+    preset: str | None = None  # a named set of the method's options, under --config, the flags and --set
     device: str = "auto"
     seed: int | None = None
     epochs: int | None = None
@@ -50,8 +51,8 @@ class FitRequest:
 
 @dataclass(frozen=True)
 class Settings:
-    """A fit's resolved settings: the method, k, seed, the method's own options, and the backbone
-    whose features it clusters (None: pixels)."""
+    """A fit's resolved settings: the method, k, seed, the method's own options (its preset's, if any,
+    under the rest), and the backbone whose features it clusters (None: pixels)."""
 
     method: str
     k: int | str
@@ -59,6 +60,7 @@ class Settings:
     options: dict[str, Any]
     backbone: str | None = None
     weights: str | None = None
+    preset: str | None = None
 
 
 @dataclass
@@ -79,7 +81,9 @@ def parse_k(value: str | int | None) -> int | str:
 
 
 def resolve_settings(request: FitRequest) -> Settings:
-    """Method, k, seed and method options, from (lowest first) config file, flags, --set."""
+    """Method, k, seed and method options, from (lowest first) the method's defaults, the preset, the
+    config file, the flags, --set. A preset may be named by `--preset`, or as `preset:` in the config
+    file or `--set preset=NAME` (a run's config.yaml records it)."""
     if request.resume and request.out is None:
         raise InputError("--resume needs --out, the run folder to continue")
     settings: dict[str, Any] = {}
@@ -91,6 +95,11 @@ def resolve_settings(request: FitRequest) -> Settings:
         saved = settings.get("method")
         if request.resume and request.method and saved and request.method != saved:
             raise InputError(f"--resume: {request.out} is a {saved} run; leave out --method, or give --method {saved}")
+        if request.resume and request.preset is not None and request.preset != settings.get("preset"):
+            # its config.yaml holds every option, so the preset would change nothing but the record
+            saved_preset = settings.get("preset")
+            kept = f"preset {saved_preset}" if saved_preset is not None else "no preset"
+            raise InputError(f"--resume: {request.out} was fit with {kept}; leave out --preset")
     flags = {
         "method": request.method,
         "k": request.k,
@@ -99,6 +108,7 @@ def resolve_settings(request: FitRequest) -> Settings:
         "batch_size": request.batch_size,
         "backbone": request.backbone,
         "weights": request.weights,
+        "preset": request.preset,
     }
     settings.update({key: value for key, value in flags.items() if value is not None})
     settings.update(parse_set_options(request.overrides))
@@ -108,7 +118,12 @@ def resolve_settings(request: FitRequest) -> Settings:
     k = parse_k(settings.pop("k", None))
     seed = check_seed(settings.pop("seed", 0))  # before any folder is made
     backbone, weights = settings.pop("backbone", None), settings.pop("weights", None)
+    preset = settings.pop("preset", None)
     cls = get_method_class(str(method))
+    settings, overridden = with_preset(cls.Config, preset, settings, str(method))
+    if overridden:
+        given = ", ".join(f"{key}={settings[key]!r}" for key in overridden)
+        console.info(f"preset {preset}: {given} given by --config, the flags or --set instead")
     if backbone is not None:
         check_takes_features(cls)
     elif weights is not None:
@@ -118,7 +133,7 @@ def resolve_settings(request: FitRequest) -> Settings:
     for flag in ("epochs", "batch_size"):
         if flags[flag] is not None and flag not in cls.Config.__dataclass_fields__:  # --set: build_config says
             raise InputError(f"--{flag.replace('_', '-')} does not apply to {method}: it has no {flag} option")
-    return Settings(str(method), k, seed, settings, backbone, weights)
+    return Settings(str(method), k, seed, settings, backbone, weights, preset)
 
 
 def check_takes_features(cls: type[ClusterMethod]) -> None:
@@ -220,7 +235,10 @@ def run_fit(request: FitRequest) -> FitResult:
     images = replace(images, labels=truth)
     model.check_k(len(images))
     primary = is_main_process()  # under torchrun only rank 0 writes files
-    resolved = {"method": settings.method, "k": settings.k, "seed": settings.seed, **config_to_dict(cfg)}
+    resolved: dict[str, Any] = {"method": settings.method, "k": settings.k, "seed": settings.seed}
+    if settings.preset is not None:  # recorded with every option it set, so config.yaml repeats the run alone
+        resolved["preset"] = settings.preset
+    resolved.update(config_to_dict(cfg))
     resolved.update({key: getattr(settings, key) for key in ("backbone", "weights") if getattr(settings, key)})
     if request.out is None and primary:
         run = RunFolder.create_default(settings.method)
