@@ -53,6 +53,11 @@ class GEDIConfig(MethodConfig):
     temperature: float = option(
         0.1, "softmax temperature of the clustering terms (GEDI-nogen: 0.1)", low=0, low_open=True
     )
+    energy_logits: str = option(
+        "raw",
+        "energy of the raw cluster logits (JEM) or of the logits over the temperature (GEDI-nogen's z = proj / tau)",
+        choices=("raw", "scaled"),
+    )
     weight_generative: float = option(1.0, "weight of the generative term E(data) - E(samples); 0: the ablation", low=0)
     weight_prior: float = option(0.5, "weight of the uniform-prior term (GEDI-nogen: 0.5)", low=0)
     weight_invariance: float = option(
@@ -101,9 +106,17 @@ class EnergyClassifier(nn.Module):
                 nn.Linear(width, width), nn.LeakyReLU(0.2),
             )  # fmt: skip
         self.head = nn.Linear(width, k)
+        self.energy_scale = 1 / config.temperature if config.energy_logits == "scaled" else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
+
+    def energy_of(self, logits: torch.Tensor) -> torch.Tensor:
+        """E = −logsumexp of the logits, raw or over the temperature (`energy_logits`)."""
+        return free_energy(logits * self.energy_scale)
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        return self.energy_of(self(x))
 
 
 def _conv(c_in: int, c_out: int) -> tuple[nn.Module, nn.Module]:
@@ -161,7 +174,7 @@ class GEDISchedule:
         was_training = self.net.training
         self.net.eval()
         x = sgld(
-            lambda v: free_energy(self.net(v)),
+            self.net.energy,
             start.to(self.trainer.device),
             cfg.sgld_steps,
             cfg.sgld_step_size,
@@ -190,7 +203,7 @@ class GEDISchedule:
         n = len(batch)
         logits = module(torch.cat([batch.view1, batch.view2, batch.samples])).float()
         first, second, negatives = logits[:n], logits[n : 2 * n], logits[2 * n :]
-        data_energy, sample_energy = free_energy(first), free_energy(negatives)
+        data_energy, sample_energy = self.net.energy_of(first), self.net.energy_of(negatives)
         generative = contrastive_divergence(data_energy, sample_energy)
         prior = (
             uniform_prior_loss(all_gather_with_grad(first / cfg.temperature))
@@ -279,7 +292,7 @@ class GEDI(ClusterMethod):
         self.check_fitted()
         self._check_kind(images)
         self.check_shape(images)
-        return self._apply(images, lambda x: free_energy(self.net_(x)))
+        return self._apply(images, self.net_.energy)
 
     def generate(self, n_per_cluster: int, steps: int, seed: int, rounds: int = 8) -> tuple[torch.Tensor, list[int]]:
         """Images drawn from the model's p(x) ∝ exp(−E(x)) by SGLD from fresh, seeded uniform chains
@@ -303,7 +316,7 @@ class GEDI(ClusterMethod):
             for _ in range(rounds):
                 start = LOW + (HIGH - LOW) * torch.rand((k * n_per_cluster, *self.input_shape_), generator=generator)
                 x = sgld(
-                    lambda v: free_energy(net(v)),
+                    net.energy,
                     start.to(device),
                     steps,
                     cfg.sgld_step_size,
