@@ -99,6 +99,36 @@ def test_pretraining_stops_after_patience_and_keeps_the_best_weights(digits, tmp
     assert all(torch.equal(seen["best"][k], seen["at_init"][k]) for k in seen["best"])
 
 
+def test_warmup_stops_after_patience_on_the_held_out_nmi_and_keeps_the_best_weights(digits, tmp_path, monkeypatch):
+    """The released code's warm-up rule (functions.py:767-808): the head's initial weights score
+    0.3 (epoch 0); epochs 1-5 score 0.2, 0.6, 0.5, 0.55, 0.4: the best is epoch 2, and with
+    patience 3 the warm-up ends after epoch 5, going on from epoch 2's weights. It reads the
+    initial clusters only: no ground truth is passed to the fit."""
+    agreements = iter([0.3, 0.2, 0.6, 0.5, 0.55, 0.4, 0.1, 0.1])
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+
+    def scripted(self):
+        value = next(agreements)
+        if value == 0.6:
+            seen["best"] = {k: v.clone() for k, v in self.net.state_dict().items()}
+        return value
+
+    set_targets = DepictSchedule.set_targets
+
+    def capture_then_targets(self):  # the cluster phase's first targets (later calls: its own epochs)
+        seen.setdefault("at_cluster", {k: v.clone() for k, v in self.net.state_dict().items()})
+        set_targets(self)
+
+    monkeypatch.setattr(DepictSchedule, "holdout_agreement", scripted)
+    monkeypatch.setattr(DepictSchedule, "set_targets", capture_then_targets)
+    unlabelled = ImageSet(paths=digits.paths, pixels=digits.pixels)
+    options = {**FAST, "init_epochs": 20, "init_patience": 3, "epochs": 1}
+    Depict(k=10, seed=0, device="cpu", **options).fit(unlabelled, FitContext(tmp_path))
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert len([line for line in lines if '"init"' in line]) == 5
+    assert all(torch.equal(seen["best"][k], seen["at_cluster"][k]) for k in seen["best"])
+
+
 def _assert_kept_where_the_objective_stopped_falling(steps: list[dict]) -> None:
     """The folding rule: each try raises min_size; the objective falls strictly up to the one kept
     partition, and the try after it (if any) did not fall, so the kept one is the lowest tried."""
@@ -115,7 +145,7 @@ def test_pic_init_folds_outlier_groups_while_depicts_objective_falls(digits):
     """The digits' pixels as a stand-in embedding: the kept partition has the lowest objective of
     those tried, below plain AC-PIC's, no outlier cluster, and a better ACC; the steps are recorded."""
     x = digits.flat().astype(np.float64)
-    labels, steps = initial_clusters(x, DepictConfig(), 10, 0)
+    labels, steps = initial_clusters(x, DepictConfig(pic_fold_outliers=True), 10, 0)
     assert len(steps) >= 3
     _assert_kept_where_the_objective_stopped_falling(steps)
     chosen = initial_objective(torch.from_numpy(x), labels, 10, DepictConfig().target)

@@ -35,6 +35,7 @@ from clusterkit.errors import InputError
 from clusterkit.losses import frequency_prior_objective, layerwise_reconstruction, prior_targets, soft_cross_entropy
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.registry import register
+from clusterkit.metrics import nmi
 from clusterkit.nn.autoencoder import ConvAutoencoder
 from clusterkit.nn.heads import predicted_clusters, split_linear_head
 
@@ -64,15 +65,20 @@ class DepictConfig(MethodConfig):
         "pic",
         "how the clean embeddings are first clustered: AC-PIC, spectral clustering of their kNN graph, or k-means",
     )
-    init_epochs: int = option(10, "warm-up epochs fitting the head to the initial hard clusters", low=0)
+    init_epochs: int = option(
+        1000, "cap on the warm-up fitting the head to the initial hard clusters, early-stopped on the holdout", low=0
+    )
+    init_patience: int = option(
+        6, "the warm-up stops this many epochs after the held-out NMI with the initial clusters last rose", low=1
+    )
     spectral_neighbors: int = option(10, "kNN graph degree with init=spectral", low=1)
     pic_neighbors: int = option(20, "kNN digraph degree of AC-PIC (init=pic)", low=1)
     pic_fold_outliers: bool = option(
-        True, "fold AC-PIC's small outlier groups in while DEPICT's objective falls (ours)"
+        False, "fold AC-PIC's small outlier groups in while DEPICT's objective falls (ours; off: the released AC-PIC)"
     )
     batch_size: int = option(100, "images per optimizer step", low=1)
     lr: float = option(1e-4, "Adam learning rate of pretraining", low=0, low_open=True)
-    cluster_lr: float = option(1e-3, "Adam learning rate of the init and cluster phases", low=0, low_open=True)
+    cluster_lr: float = option(1e-4, "Adam learning rate of the init and cluster phases", low=0, low_open=True)
     feature_maps: int = option(50, "feature maps of each encoder conv layer", low=1)
     dropout: float = option(
         0.1, "dropout on the input and the first conv layer of the noisy pass", low=0, high=1, high_open=True
@@ -93,9 +99,7 @@ class DepictConfig(MethodConfig):
     mixed_precision: bool = option(True, "CUDA autocast (bf16, else fp16 with loss scaling); CPU runs stay float32")
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # The released code's schedule: herandy/DEPICT @ e75840d (DEPICT.py, functions.py). Its
-        # label-free warm-up stop (up to 1000 epochs, functions.py:767, :808) has no option here, so
-        # init_epochs keeps its default; docs/methods.md, DEPICT.
+        # The released code's schedule: herandy/DEPICT @ e75840d (DEPICT.py, functions.py).
         "paper": {
             # DEPICT.py:40 `--num_epochs 4000`: train_depict's `for epoch in range(num_epochs)` (functions.py:840)
             "epochs": 4000,
@@ -113,6 +117,11 @@ class DepictConfig(MethodConfig):
             "cluster_lr": 1e-4,
             # functions.py:876 `mean_squared_error(y_prob, y_prob_prev) < 1e-7`
             "tol": 1e-7,
+            # the warm-up: `for epoch in range(1000)` with `if last_update > 5: break` (functions.py:767, :808)
+            "init_epochs": 1000,
+            "init_patience": 6,
+            # plain AC-PIC (functions.py:633-692): no outlier folding
+            "pic_fold_outliers": False,
         },
     }
 
@@ -166,10 +175,17 @@ class TrainingState:
         self.q: torch.Tensor | None = None
         self.probs: torch.Tensor | None = None
         self.init_selection: list[dict[str, float | bool]] = []
+        self.warmup_best_nmi = -1.0
+        self.warmup_best_epoch = 0
+        self.warmup_best_weights: dict[str, torch.Tensor] | None = None
 
     def keep_best(self, error: float, epoch: int, weights: dict[str, torch.Tensor]) -> None:
         self.best_error, self.best_epoch = error, epoch
         self.best_weights = {k: v.detach().cpu().clone() for k, v in weights.items()}
+
+    def keep_best_warmup(self, nmi: float, epoch: int, weights: dict[str, torch.Tensor]) -> None:
+        self.warmup_best_nmi, self.warmup_best_epoch = nmi, epoch
+        self.warmup_best_weights = {k: v.detach().cpu().clone() for k, v in weights.items()}
 
     def set_initial(self, labels: torch.Tensor) -> None:
         self.initial = labels.to(self.device)
@@ -187,12 +203,17 @@ class TrainingState:
             "best_epoch": self.best_epoch,
             "best_weights": self.best_weights,
             "init_selection": self.init_selection,
+            "warmup_best_nmi": self.warmup_best_nmi,
+            "warmup_best_epoch": self.warmup_best_epoch,
+            "warmup_best_weights": self.warmup_best_weights,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_error, self.best_epoch = state["best_error"], state["best_epoch"]
         self.best_weights = state["best_weights"]
         self.init_selection = state["init_selection"]
+        self.warmup_best_nmi, self.warmup_best_epoch = state["warmup_best_nmi"], state["warmup_best_epoch"]
+        self.warmup_best_weights = state["warmup_best_weights"]
         if state["initial"] is not None:
             self.set_initial(state["initial"])
         if state["q"] is not None:
@@ -374,14 +395,54 @@ class DepictSchedule:
         return self.trainer.infer(encode, autocast=autocast).double()
 
     def init_head(self) -> None:
-        """Cluster the clean embeddings (AC-PIC, spectral or k-means); head weights = their unit-norm centroids."""
-        embeddings = self.embeddings()
+        """Cluster the clean embeddings (AC-PIC, spectral or k-means); head weights = their unit-norm
+        centroids. In full precision, as the refill: under CUDA autocast the bf16 tanh outputs move
+        AC-PIC's partition (review 2026-12, 1.3). The warm-up's early stop starts from these weights."""
+        embeddings = self.embeddings(autocast=False)
         labels, self.state.init_selection = initial_clusters(embeddings.numpy(), self.config, self.k, self.seed)
         labels = torch.from_numpy(labels.astype(np.int64))
         with torch.no_grad():
             self.net.head.weight.copy_(head_rows(embeddings, labels, self.k))
             self.net.head.bias.zero_()
         self.state.set_initial(labels)
+        if self.holdout_rows is not None:
+            self.state.keep_best_warmup(self.holdout_agreement(), 0, self.net.state_dict())
+
+    def warmup_batches(self, ctx: EpochContext) -> Iterator[Batch]:
+        """The warm-up trains on the pretraining rows only; the held-out rows judge when it stops."""
+        return ctx.shuffled(self.config.batch_size, self.train_rows)
+
+    @torch.no_grad()
+    def holdout_agreement(self) -> float:
+        """NMI between the clean predictions of the held-out images and their initial clusters: how
+        well the head has learned the initial partition beyond the images it trains on. It reads
+        no ground truth (the released code's `val_nmi`, functions.py:764, :783)."""
+        rows, size = self.holdout_rows, self.eval_batch_size
+        predicted = [
+            self.net.clean_probs(_scaled(self.trainer.data.batch(rows[i : i + size]).x)).argmax(dim=1).cpu()
+            for i in range(0, len(rows), size)
+        ]
+        initial = self.state.initial[rows.to(self.state.device)].cpu().numpy()
+        return nmi(initial, torch.cat(predicted).numpy())
+
+    def warmup_stop(self, ctx: EpochContext) -> bool:
+        """The released code's warm-up rule (herandy/DEPICT @ e75840d, functions.py:767-808): after
+        each epoch, keep the weights with the highest held-out NMI so far (the head's initial ones
+        count as epoch 0); stop `init_patience` epochs after the last rise (`last_update > 5`: 6),
+        or at the cap, and go on from the best weights."""
+        if self.holdout_rows is None:
+            return False
+        state, agreement = self.state, self.holdout_agreement()
+        if agreement > state.warmup_best_nmi:
+            state.keep_best_warmup(agreement, ctx.epoch + 1, self.net.state_dict())
+        stop = ctx.epoch + 1 - state.warmup_best_epoch >= self.config.init_patience
+        if (stop or ctx.epoch + 1 == self.config.init_epochs) and state.warmup_best_weights is not None:
+            self.net.load_state_dict(state.warmup_best_weights)
+            console.info(
+                f"init: held-out NMI with the initial clusters {state.warmup_best_nmi:.4f} at epoch "
+                f"{state.warmup_best_epoch}, weights restored"
+            )
+        return stop
 
     def predictions(self) -> np.ndarray:
         """The clean predictions' clusters, for the history's scores during the warm-up."""
@@ -475,7 +536,9 @@ class Depict(ClusterMethod):
                 joint,
                 module=self.net_,
                 batch_size=cfg.batch_size,
+                batches=schedule.warmup_batches,
                 on_start=schedule.init_head,
+                on_epoch_end=schedule.warmup_stop,
                 assign=schedule.predictions,
             ),
             Phase(

@@ -60,11 +60,15 @@ class GATClusterConfig(MethodConfig):
     )
     lr: float = option(1e-3, "Adam learning rate", low=0, low_open=True)
     grad_clip: float = option(
-        10.0, "each gradient element is clipped to +-grad_clip before every Adam step; 0 turns it off", low=0
+        0.0,
+        "each gradient element is clipped to +-grad_clip before every Adam step; 0 (the official code since 6ab2e18) turns it off",
+        low=0,
     )
     width: int = option(32, "channels of the first VGG block (doubled per block); half the official width", low=1)
     convs_per_block: int = option(3, "conv layers per VGG block", low=1)
-    feature_dim: int = option(32, "channels of the backbone's final feature map", low=1)
+    feature_dim: int = option(
+        10, "channels of the backbone's final feature map (official STL-10 fea_dim since 51b292c)", low=1
+    )
     # Not `backbone`: fit reads that key as --backbone, the features that kmeans, spectral and gmm cluster.
     backbone_name: str = option(
         VGG,
@@ -95,7 +99,12 @@ class GATClusterConfig(MethodConfig):
     precise_bn: bool = option(
         True, "set BatchNorm statistics on the clean images before each step 1 and after training"
     )
-    flip: float = option(0.5, "probability of a horizontal flip", low=0, high=1)
+    flip: float = option(
+        0.5,
+        "probability of a horizontal flip: a property of the domain; 0.5 (official, STL-10) suits photos, give 0 for digits or text",
+        low=0,
+        high=1,
+    )
     brightness: float = option(0.3, "brightness factor drawn from [1 - v, 1 + v]", low=0, high=1)
     contrast: float = option(0.3, "contrast factor drawn from [1 - v, 1 + v]", low=0, high=1)
     hue: float = option(0.2, "hue shift drawn from [-v, v] of a turn", low=0, high=0.5)
