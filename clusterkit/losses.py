@@ -99,3 +99,34 @@ def contrastive_divergence(data_energy: torch.Tensor, sample_energy: torch.Tenso
     energy-based model, with samples from the model standing in for its partition function (JEM
     `train_wrn_ebm.py` L313-330). Samples must come in detached."""
     return data_energy.float().mean() - sample_energy.float().mean()
+
+
+@torch.no_grad()
+def sinkhorn_codes(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """SwAV's codes: the soft assignment Q of B samples to K prototypes that spreads the batch equally
+    over the prototypes (rows of Q^T sum to 1/K, columns to 1/B), found by `iterations` rounds of
+    Sinkhorn-Knopp on exp(scores / epsilon) and returned with rows summing to one (SwAV
+    `main_swav.py` `distributed_sinkhorn`). Full precision: exp(1/0.05) overflows half. Pass the
+    scores of the global batch under torchrun; no gradient flows through codes."""
+    q = torch.exp(scores.float() / epsilon).t()  # K x B
+    n_prototypes, n_samples = q.shape
+    q /= q.sum()
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True) * n_prototypes
+        q /= q.sum(dim=0, keepdim=True) * n_samples
+    return (q * n_samples).t()
+
+
+def swapped_prediction_loss(scores: Sequence[torch.Tensor], temperature: float = 0.1, **sinkhorn) -> torch.Tensor:
+    """SwAV's loss over V views of one batch: each view's codes (`sinkhorn_codes` of its prototype
+    scores, no gradient) are predicted from every other view's scores, −Σ_k q_k log softmax(s/τ)_k,
+    averaged over the predicting views and then over the coded views (`main_swav.py` L300-325,
+    every view coded as in SwAV's two-crop setting)."""
+    if len(scores) < 2:
+        raise ValueError("the swapped prediction needs at least two views")
+    total = scores[0].new_zeros((), dtype=torch.float32)
+    for coded, view in enumerate(scores):
+        codes = sinkhorn_codes(view, **sinkhorn)
+        others = [s for index, s in enumerate(scores) if index != coded]
+        total = total + sum(soft_cross_entropy(s.float() / temperature, codes) for s in others) / len(others)
+    return total / len(scores)

@@ -2,8 +2,8 @@
 
 A method declares the kinds of sample it takes (`ClusterMethod.input_kinds`); the data layer (or,
 for features, `clusterkit.features`) hands it a set of one kind. Every kind holds its samples as one
-array (`array`, N x sample_shape: uint8 pixels, float features) beside their paths and optional
-ground truth, so the engine, checkpoints and outputs need no knowledge of what a sample is.
+array (`array`, N x sample_shape: uint8 pixels, float features, uint8 voxels of padded volumes) beside
+their paths and optional ground truth, so the engine, checkpoints and outputs need no knowledge of what a sample is.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
-SampleKind = Literal["pixels", "features"]
+SampleKind = Literal["pixels", "features", "volumes"]
+FileKind = Literal["image", "volume"]
 
 
 class Samples(Protocol):
@@ -160,5 +161,88 @@ class FeatureSet:
             paths=[self.paths[i] for i in index],
             features=self.features[index],
             backbone=self.backbone,
+            labels=None if self.labels is None else [self.labels[i] for i in index],
+        )
+
+
+@dataclass(frozen=True)
+class VolumeSet:
+    """Volumes (3-D scans, stacks of slices) of one source, every slice at one size and channel count;
+    in a folder that mixes them, 2-D images too, as volumes of one slice (`file_kinds` says which).
+
+    `voxels` is uint8 (N, D, C, H, W): each volume's slices first, zeros past its own depth
+    (`depths`), so that volumes of different depth share one array and the engine batches them as it
+    batches images; a model masks the padding. `sample_shape` is (D, C, H, W): new volumes are padded
+    (or resampled) to the same D. The array may be a disk-backed `numpy.memmap` where the decoded set
+    does not fit in memory (`data.volumes`): batches then read only their own rows.
+    Intensities are uint8 as pixels are (a volume's float values are windowed to 0..255 when read).
+    """
+
+    kind: ClassVar[SampleKind] = "volumes"
+    backbone: ClassVar[None] = None
+
+    paths: list[str]
+    voxels: np.ndarray
+    depths: np.ndarray
+    file_kinds: list[FileKind]
+    labels: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.voxels.ndim != 5 or self.voxels.dtype != np.uint8:
+            raise ValueError(f"voxels must be uint8 (N, D, C, H, W), got {self.voxels.dtype} {self.voxels.shape}")
+        _check_rows(self.paths, len(self.voxels), self.labels, "voxels")
+        if len(self.depths) != len(self.paths) or len(self.file_kinds) != len(self.paths):
+            raise ValueError("depths, file kinds and paths differ in length")
+        if len(self.depths) and not (int(np.min(self.depths)) >= 1 and int(np.max(self.depths)) <= self.max_depth):
+            raise ValueError(f"depths must lie in [1, {self.max_depth}]")
+
+    @classmethod
+    def from_images(cls, images: ImageSet) -> VolumeSet:
+        """Images as volumes of one slice: how a method that reads volumes takes a set of images."""
+        return cls(
+            paths=images.paths,
+            voxels=images.pixels[:, None],
+            depths=np.ones(len(images), dtype=np.int64),
+            file_kinds=["image"] * len(images),
+            labels=images.labels,
+            skipped=images.skipped,
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def array(self) -> np.ndarray:
+        return self.voxels
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.voxels.shape[1:])
+
+    @property
+    def max_depth(self) -> int:
+        return int(self.voxels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.voxels.shape[2])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.voxels.shape[3]), int(self.voxels.shape[4])
+
+    def flat(self) -> np.ndarray:
+        """Each padded volume as one float32 vector (N, D*C*H*W): what a method that sees a sample as
+        one vector (k-means, spectral) clusters."""
+        return (self.voxels.reshape(len(self), -1).astype(np.float32)) / 255.0
+
+    def subset(self, index: np.ndarray | list[int]) -> VolumeSet:
+        index = _rows(index)
+        return VolumeSet(
+            paths=[self.paths[i] for i in index],
+            voxels=np.asarray(self.voxels[index]),
+            depths=np.asarray(self.depths)[index],
+            file_kinds=[self.file_kinds[i] for i in index],
             labels=None if self.labels is None else [self.labels[i] for i in index],
         )

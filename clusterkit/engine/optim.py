@@ -1,6 +1,8 @@
-"""Optimizers that the methods' papers use and torch does not ship."""
+"""Optimizers and learning-rate schedules that the methods' papers use and torch does not ship."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -20,3 +22,12 @@ class ClippedAdam(torch.optim.Adam):
             for group in self.param_groups:
                 torch.nn.utils.clip_grad_value_(group["params"], self.clip)
         return super().step(closure)
+
+
+def warmup_cosine(step: int, total: int, warmup: int, base: float, final: float, start: float = 0.0) -> float:
+    """SwAV's per-step schedule (`main_swav.py`): linear from `start` to `base` over the first
+    `warmup` steps, then a half cosine from `base` down to `final` at step `total`; `final` after it."""
+    if step < warmup:
+        return start + (base - start) * step / max(warmup - 1, 1)
+    decay = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return final + 0.5 * (base - final) * (1 + math.cos(math.pi * decay))

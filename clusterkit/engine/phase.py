@@ -46,6 +46,12 @@ class Phase:
     in the checkpoint), e.g. k-means initialisation or first targets; `on_epoch_end(ctx)` after each
     epoch, e.g. a target update, returning True to end the phase early (converged); `assign()` the
     current cluster of every image, used only to log ACC/NMI/ARI when ground truth is known.
+    Per-step extension points, all optional, for schedules that count optimizer steps rather than
+    epochs (SwAV's and IICC's): `lr_schedule(step)` sets every parameter group's learning rate
+    before step `step` (0-based, counted over the whole phase and resumed with it; e.g.
+    `engine.optim.warmup_cosine`); `frozen(step)` names parameters whose gradient is dropped at that
+    step (SwAV keeps its prototypes fixed for the first iterations); `on_step(step)` runs before the
+    step's forward pass (e.g. projecting prototypes back onto the unit sphere).
     Divergence guard: a non-finite loss always stops the run, and so does |loss| > `max_loss` where
     set (an energy-based model's loss explodes before it turns NaN; JEM stops at 1e8). The step is
     not taken, the checkpoint of the last finished epoch stays as it was (a resume starts there),
@@ -67,3 +73,6 @@ class Phase:
     batches: Callable[[EpochContext], Iterable[Any]] | None = None
     assign: Callable[[], np.ndarray] | None = None
     max_loss: float | None = None
+    lr_schedule: Callable[[int], float] | None = None
+    frozen: Callable[[int], Iterable[nn.Parameter]] | None = None
+    on_step: Callable[[int], None] | None = None

@@ -7,9 +7,11 @@ resume and determinism guarantees that the tests check.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch import nn
 
 
 class Precision:
@@ -23,10 +25,13 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=self.dtype)
 
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Backward and one optimizer step, with loss scaling when fp16 needs it."""
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, frozen: Iterable[nn.Parameter] = ()) -> None:
+        """Backward and one optimizer step, with loss scaling when fp16 needs it; the `frozen`
+        parameters' gradients are dropped between the two, so the step leaves them as they are."""
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        for parameter in frozen:
+            parameter.grad = None
         self.scaler.step(optimizer)
         self.scaler.update()
 

@@ -123,20 +123,20 @@ class Trainer:
             phase.on_start()
         optimizer = phase.optimizer([p for p in module.parameters() if p.requires_grad])
         scheduler = phase.scheduler(optimizer) if phase.scheduler is not None else None
-        first_epoch = 0
+        first_epoch = step = 0
         if resumed is not None:
             optimizer.load_state_dict(resumed["optimizer"])
             if scheduler is not None:
                 scheduler.load_state_dict(resumed["scheduler"])
-            first_epoch = resumed["epoch"]
+            first_epoch, step = resumed["epoch"], resumed.get("step", 0)
         else:
-            self._save(model, index, 0, False, optimizer, scheduler)
+            self._save(model, index, 0, False, optimizer, scheduler, step)
         wrapped = self._wrap(module)
         start = time.perf_counter()
         with self._progress(phase, first_epoch) as bar:
             for epoch in range(first_epoch, phase.epochs):
                 ctx = EpochContext(phase.name, epoch, derived_seed(self.seed, index, epoch), self.data, self.env)
-                terms, images_per_s = self._train_epoch(ctx, phase, wrapped, optimizer, bar)
+                terms, images_per_s, step = self._train_epoch(ctx, phase, wrapped, optimizer, bar, step)
                 converged = bool(phase.on_epoch_end(ctx)) if phase.on_epoch_end is not None else False
                 if scheduler is not None:
                     scheduler.step()
@@ -144,7 +144,7 @@ class Trainer:
                 if self.labels is not None and phase.assign is not None:
                     record.update(label_scores(self.labels, phase.assign()))
                 self.history.append(record)
-                self._save(model, index, epoch + 1, converged, optimizer, scheduler)
+                self._save(model, index, epoch + 1, converged, optimizer, scheduler, step)
                 bar.advance(1, **_shown(record))
                 if converged:
                     break
@@ -158,16 +158,25 @@ class Trainer:
         module: nn.Module,
         optimizer: torch.optim.Optimizer,
         bar: console.ProgressTask,
-    ) -> tuple[dict[str, float], float]:
+        step: int,
+    ) -> tuple[dict[str, float], float, int]:
+        """One epoch's optimizer steps; `step` counts the phase's steps before it (the per-step
+        hooks' clock), and the count after it is returned."""
         batches = phase.batches(ctx) if phase.batches is not None else ctx.shuffled(phase.batch_size)
         sums: dict[str, torch.Tensor] = {}
         steps = images = 0
         start = last_refresh = time.perf_counter()
         for batch in batches:
+            if phase.lr_schedule is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = phase.lr_schedule(step)
+            if phase.on_step is not None:
+                phase.on_step(step)
             with self.precision.autocast():
                 terms = phase.loss(module, batch)
             self._check_diverged(phase, ctx, steps + 1, terms["loss"])
-            self.precision.step(terms["loss"], optimizer)
+            self.precision.step(terms["loss"], optimizer, phase.frozen(step) if phase.frozen is not None else ())
+            step += 1
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float()
             steps += 1
@@ -184,7 +193,7 @@ class Trainer:
             means /= self.env.world_size
             images *= self.env.world_size
         terms = dict(zip(sorted(sums), means.tolist(), strict=True))
-        return terms, images / max(time.perf_counter() - start, 1e-9)
+        return terms, images / max(time.perf_counter() - start, 1e-9), step
 
     def _check_diverged(self, phase: Phase, ctx: EpochContext, step: int, loss: torch.Tensor) -> None:
         """Stop before a non-finite or exploded loss reaches the weights (Phase's divergence guard).
@@ -226,7 +235,7 @@ class Trainer:
             yield bar
 
     # --- checkpoints ----------------------------------------------------------------------------
-    def _save(self, model: nn.Module, index: int, epoch: int, converged: bool, optimizer, scheduler) -> None:
+    def _save(self, model: nn.Module, index: int, epoch: int, converged: bool, optimizer, scheduler, step: int) -> None:
         rng = capture_rng()
         if is_active():
             every = [None] * self.env.world_size
@@ -242,6 +251,7 @@ class Trainer:
                 "fingerprint": self.fingerprint,
                 "phase": index,
                 "epoch": epoch,
+                "step": step,
                 "phase_done": converged,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),

@@ -21,6 +21,7 @@ METHOD_MODULES = {
     "gatcluster": "clusterkit.methods.gatcluster",
     "sanet": "clusterkit.methods.sanet",
     "gedi": "clusterkit.methods.gedi",
+    "iicc": "clusterkit.methods.iicc",
 }
 
 METHODS: Registry[type[ClusterMethod]] = Registry("method", METHOD_MODULES)
