@@ -38,7 +38,15 @@ FAST: dict[str, dict] = {
         "flip": 0.0,
     },
     "gedi": {"iterations": 8, "batch_size": 32, "sgld_steps": 2, "buffer_size": 100, "hidden": 16},
-    "iicc": {"epochs": 2, "batch_size": 32, "widths": (8, 8, 8), "hidden": 16, "token_dim": 16, "layers": 1, "heads": 2},
+    "iicc": {
+        "epochs": 2,
+        "batch_size": 32,
+        "widths": (8, 8, 8),
+        "hidden": 16,
+        "token_dim": 16,
+        "layers": 1,
+        "heads": 2,
+    },
     "sanet": {"subset_size": 100, "patches_per_unit": 1000, "units": 2, "restarts": 1},
 }
 

@@ -11,6 +11,8 @@ from typing import TextIO
 from clusterkit.errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+VOLUME_SUFFIXES = (".npy", *NIFTI_SUFFIXES)  # a D x H x W[x C] array, or a NIfTI scan
 BUILTIN_PREFIX = "builtin:"
 
 
@@ -20,6 +22,15 @@ class ImageFile:
 
     name: str
     path: Path
+
+
+def is_volume_file(name: str | os.PathLike) -> bool:
+    return os.fspath(name).lower().endswith(VOLUME_SUFFIXES)
+
+
+def _listed(name: str, volumes: bool) -> bool:
+    """Whether a file of this name is a sample: an image, or (where volumes are read) a volume."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES or (volumes and is_volume_file(name))
 
 
 def is_builtin(source: str | os.PathLike) -> bool:
@@ -36,13 +47,13 @@ def source_root(source: str | os.PathLike) -> Path | None:
     path = Path(source)
     if path.is_dir():
         return path.resolve()
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if _listed(path.name, volumes=True):
         return path.resolve().parent
     return Path.cwd()  # a .txt list or stdin: relative entries resolve against the working folder
 
 
-def list_folder(folder: Path) -> list[ImageFile]:
-    """Image files below `folder`, sorted by relative name.
+def list_folder(folder: Path, volumes: bool = False) -> list[ImageFile]:
+    """Image files (and volume files, with `volumes`) below `folder`, sorted by relative name.
 
     Symlinked folders are followed (each real folder once, so a link cycle ends); subfolders are
     walked in sorted order, so a folder reachable under two names is named by the sorted-first one
@@ -60,11 +71,7 @@ def list_folder(folder: Path) -> list[ImageFile]:
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         relative = Path(root).relative_to(folder)
-        names.extend(
-            (relative / f).as_posix()
-            for f in filenames
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
-        )
+        names.extend((relative / f).as_posix() for f in filenames if not f.startswith(".") and _listed(f, volumes))
     return [ImageFile(name, folder / name) for name in sorted(names)]
 
 
@@ -84,8 +91,11 @@ def read_list(stream: TextIO, nul_separated: bool, base: Path) -> list[ImageFile
     return files
 
 
-def list_source(source: str | os.PathLike, nul_separated: bool = False, stdin: TextIO | None = None) -> list[ImageFile]:
-    """Files named by a folder, list file or stdin; raises InputError when there are none."""
+def list_source(
+    source: str | os.PathLike, nul_separated: bool = False, stdin: TextIO | None = None, volumes: bool = False
+) -> list[ImageFile]:
+    """Files named by a folder, list file or stdin (image files, and volume files with `volumes`);
+    raises InputError when there are none."""
     source = os.fspath(source)
     if source == "-":
         files = read_list(stdin or sys.stdin, nul_separated, Path.cwd())
@@ -95,17 +105,20 @@ def list_source(source: str | os.PathLike, nul_separated: bool = False, stdin: T
         if not path.exists():
             raise InputError(f"source not found: {source}")
         if path.is_dir():
-            files = list_folder(path)
+            files = list_folder(path, volumes)
             where = f"folder {source}"
         elif path.suffix.lower() == ".txt":
             with path.open(encoding="utf-8", errors="surrogateescape") as fh:  # names as the filesystem has them
                 files = read_list(fh, nul_separated, Path.cwd())
             where = f"list {source}"
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
+        elif _listed(path.name, volumes):
             files = [ImageFile(path.name, path)]
             where = source
         else:
             raise InputError(f"source {source} is neither a folder, a .txt list of paths, '-' nor builtin:NAME")
     if not files:
-        raise InputError(f"no image files in {where} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        looked = sorted(IMAGE_SUFFIXES) + (list(VOLUME_SUFFIXES) if volumes else [])
+        raise InputError(
+            f"no {'image or volume' if volumes else 'image'} files in {where} (looked for {', '.join(looked)})"
+        )
     return files

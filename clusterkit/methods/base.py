@@ -24,7 +24,11 @@ from clusterkit.errors import InputError
 from clusterkit.features.backbones import check_same_backbone
 
 # Where each kind of samples comes from, for the error that names what a model takes.
-_LOADERS = {"pixels": "clusterkit.load_images", "features": "clusterkit.features"}
+_LOADERS = {
+    "pixels": "clusterkit.load_images",
+    "features": "clusterkit.features",
+    "volumes": "clusterkit.data.loading.load_source",
+}
 SEED_MAX = 2**32 - 1  # scikit-learn's random_state range, [0, 2**32 - 1]
 
 

@@ -91,7 +91,7 @@ class _ClassicalMethod(ClusterMethod):
     """Shared plumbing: features, `--k auto` bookkeeping, persistence of the feature map."""
 
     Config = ClassicalConfig
-    input_kinds = ("pixels", "features")
+    input_kinds = ("pixels", "features", "volumes")
     config: ClassicalConfig
 
     def __init__(self, k: int | str | None = 10, seed: int = 0, device: str = "auto", **options: Any) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO, Literal
 
 import numpy as np
+
+from clusterkit.data.samples import Samples, VolumeSet
 
 Format = Literal["csv", "json", "jsonl"]
 FORMATS: tuple[str, ...] = ("csv", "json", "jsonl")
@@ -26,14 +28,24 @@ def _records(
     clusters: np.ndarray,
     confidence: np.ndarray,
     probs: bool,
-    columns: dict[str, np.ndarray],
+    columns: dict[str, Sequence],
 ) -> Iterator[dict]:
     for i, path in enumerate(paths):
         row = {"path": path, "cluster": int(clusters[i]), "confidence": round(float(confidence[i]), 6)}
-        row.update({name: round(float(values[i]), 6) for name, values in columns.items()})
+        row.update({name: _cell(values[i]) for name, values in columns.items()})
         if probs:
             row.update({f"p{j}": round(float(p), 6) for j, p in enumerate(proba[i])})
         yield row
+
+
+def _cell(value: str | float) -> str | float:
+    return value if isinstance(value, str) else round(float(value), 6)
+
+
+def sample_columns(samples: Samples) -> dict[str, Sequence]:
+    """The columns a sample set adds to its rows: `kind` (image or volume) where a source may hold
+    volumes, so that a mixed folder's table says which file was which."""
+    return {"kind": list(samples.file_kinds)} if isinstance(samples, VolumeSet) else {}
 
 
 def write_assignments(
@@ -43,10 +55,10 @@ def write_assignments(
     labels: np.ndarray | None = None,
     fmt: Format = "csv",
     probs: bool = False,
-    columns: dict[str, np.ndarray] | None = None,
+    columns: dict[str, Sequence] | None = None,
 ) -> None:
-    """One row per path; `columns` are extra per-image numbers (e.g. GEDI's `energy`) after the
-    confidence, in their order."""
+    """One row per path; `columns` are extra per-sample values (a volume source's `kind`, GEDI's
+    `energy`) after the confidence, in their order."""
     columns = columns or {}
     clusters, confidence = hard_assignments(proba, labels)
     records = _records(paths, proba, clusters, confidence, probs, columns)

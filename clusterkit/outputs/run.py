@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,9 +158,16 @@ class RunFolder:
     def write_config(self, resolved: dict[str, Any]) -> None:
         atomic_write_text(self.config, yaml.safe_dump(resolved, sort_keys=False))
 
-    def write_outputs(self, paths: list[str], proba: np.ndarray, labels: np.ndarray, metrics: dict[str, Any]) -> None:
+    def write_outputs(
+        self,
+        paths: list[str],
+        proba: np.ndarray,
+        labels: np.ndarray,
+        metrics: dict[str, Any],
+        columns: dict[str, Sequence] | None = None,
+    ) -> None:
         buffer = io.StringIO()
-        write_assignments(buffer, paths, proba, labels)
+        write_assignments(buffer, paths, proba, labels, columns=columns)
         atomic_write_text(self.assignments, buffer.getvalue())
         atomic_write(self.proba, lambda fh: np.save(fh, proba.astype(np.float32)), binary=True)
         atomic_write_json(self.metrics, metrics)  # last: a run with metrics.json has all its outputs

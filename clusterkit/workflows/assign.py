@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -16,7 +17,7 @@ from clusterkit.errors import InputError
 from clusterkit.io import atomic_write_text
 from clusterkit.methods.base import ClusterMethod
 from clusterkit.methods.factory import load_model
-from clusterkit.outputs.assignments import FORMATS, Format, write_assignments
+from clusterkit.outputs.assignments import FORMATS, Format, sample_columns, write_assignments
 from clusterkit.workflows.embed import EmbedRequest, embed_source
 
 
@@ -28,6 +29,11 @@ class Assignment:
     proba: np.ndarray
     skipped: list[tuple[str, str]]
     energy: np.ndarray | None = None  # E(x) of a generative model (GEDI): high = unlike the training data
+    columns: dict[str, Sequence] = field(default_factory=dict)  # the source's own: `kind` of a volume source
+
+    def table_columns(self) -> dict[str, Sequence]:
+        """The columns after the confidence: the source's, then the model's energy."""
+        return self.columns | ({"energy": self.energy} if self.energy is not None else {})
 
     @property
     def clusters(self) -> np.ndarray:
@@ -68,6 +74,7 @@ def assign(
         fitted.predict_proba(samples),
         samples.skipped,
         energy=score_energy(samples) if energy else None,
+        columns=sample_columns(samples),
     )
 
 
@@ -118,7 +125,7 @@ def check_output(output: str, fmt: str) -> None:
 def write_assignment(result: Assignment, output: str = "-", fmt: Format = "csv", probs: bool = False) -> None:
     """The table to stdout (`output="-"`) or atomically to a file."""
     check_output(output, fmt)
-    columns = {"energy": result.energy} if result.energy is not None else None
+    columns = result.table_columns()
     if output == "-":
         if hasattr(sys.stdout, "reconfigure"):  # file names that are not UTF-8 go out as their own bytes
             sys.stdout.reconfigure(errors="surrogateescape")

@@ -14,6 +14,7 @@ from clusterkit import console
 from clusterkit.config import config_to_dict, load_config_file, parse_set_options, with_preset
 from clusterkit.data import load_images
 from clusterkit.data.labels import match_labels, read_labels
+from clusterkit.data.loading import MAX_DEPTH, load_source
 from clusterkit.data.samples import Samples
 from clusterkit.data.sources import source_root
 from clusterkit.engine import is_main_process
@@ -23,6 +24,7 @@ from clusterkit.methods.base import ClusterMethod, check_seed
 from clusterkit.methods.factory import create_method
 from clusterkit.methods.registry import get_method_class
 from clusterkit.metrics import cluster_sizes, collapse_warning, label_scores
+from clusterkit.outputs.assignments import sample_columns
 from clusterkit.outputs.run import CONFIG_NAME, RunFolder, default_run_dir
 
 
@@ -150,8 +152,18 @@ def check_takes_features(cls: type[ClusterMethod]) -> None:
 
 
 def load_samples(request: FitRequest, settings: Settings, config: Any) -> Samples:
-    """The source as the fit takes it: pixels as the method's options size them, or the features of
-    `settings.backbone` (its own preprocessing sizes the images)."""
+    """The source as the fit takes it: pixels as the method's options size them (volumes too, for a
+    method that reads them), or the features of `settings.backbone` (its own preprocessing sizes the
+    images)."""
+    if settings.backbone is None and "volumes" in get_method_class(settings.method).input_kinds:
+        return load_source(
+            request.source,
+            image_size=config.image_size,
+            channels=config.channels,
+            max_image_size=config.max_image_size,
+            max_depth=getattr(config, "max_depth", MAX_DEPTH),
+            nul_separated=request.nul_separated,
+        )
     if settings.backbone is None:
         return load_images(
             request.source,
@@ -251,7 +263,8 @@ def run_fit(request: FitRequest) -> FitResult:
     try:
         if primary and not request.resume:
             run.write_config(resolved)
-        console.info(f"fitting {settings.method} (k={settings.k}) on {len(images)} images ({images.kind} {shape})")
+        noun = "files" if images.kind == "volumes" else "images"
+        console.info(f"fitting {settings.method} (k={settings.k}) on {len(images)} {noun} ({images.kind} {shape})")
         model.fit(images, FitContext(run_dir=run.path if primary else None, resume=request.resume))
     except BaseException:
         if primary and not request.resume:
@@ -267,5 +280,5 @@ def run_fit(request: FitRequest) -> FitResult:
         console.warn(f"possible collapse: {warning}")
     if primary:
         model.save(run.checkpoint)
-        run.write_outputs(images.paths, proba, model.labels_, metrics)
+        run.write_outputs(images.paths, proba, model.labels_, metrics, columns=sample_columns(images))
     return FitResult(run_dir=run.path, model=model, metrics=metrics)
