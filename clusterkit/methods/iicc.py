@@ -179,9 +179,10 @@ class IICCSchedule:
         kept = keep + (torch.rand(batch, generator=generator) * (depths - keep + 1)).long()
         start = (torch.rand(batch, generator=generator) * (depths - kept + 1)).long()
         index = (start[:, None] + torch.arange(depth)[None, :]).clamp(max=depth - 1)
+        index = index[:, : int(kept.max())]  # past the longest run is padding only
         view = volumes[torch.arange(batch)[:, None], index.to(volumes.device)]
         view = self.augment(view.flatten(0, 1), generator).view_as(view)
-        view = view * valid_mask(kept, depth).to(view)[..., None, None, None]
+        view = view * valid_mask(kept, index.shape[1]).to(view)[..., None, None, None]
         return view, kept
 
     def _hidden(self, depths: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
