@@ -75,17 +75,28 @@ class IICCConfig(MethodConfig):
     )
     translate: float = option(0.125, "shift of the views, a fraction of the side", low=0, high=1)
     degrees: float = option(15.0, "rotation of the views, in degrees", low=0, high=180)
-    scale_low: float = option(
-        0.9, "smallest zoom of a view (random resized crop's lower scale, as a zoom)", low=0, low_open=True
-    )
+    scale_low: float = option(0.9, "smallest zoom of a view", low=0, low_open=True)
+    scale_high: float = option(1.0, "largest zoom of a view (above 1: a crop, resized)", low=0, low_open=True)
+    shear: float = option(0.0, "x-shear of the views, in degrees", low=0, high=89)
+    brightness: float = option(0.0, "brightness factor of the views, drawn from [1 - v, 1 + v]", low=0, high=1)
+    contrast: float = option(0.0, "contrast factor of the views, drawn from [1 - v, 1 + v]", low=0, high=1)
     flip: float = option(
         0.0, "probability of a horizontal flip: 0 for digits and text, 0.5 for photos and scans", low=0, high=1
+    )
+    overcluster: tuple[int, ...] = option(
+        (), "sizes of over-clustering prototype heads trained beside the k cluster prototypes"
     )
     max_depth: int = option(64, "slices kept per volume; a deeper one is resampled to this depth", low=1)
 
     def augment_policy(self) -> AugmentPolicy:
         return AugmentPolicy(
-            flip=self.flip, translate=self.translate, degrees=self.degrees, scale=(self.scale_low, 1.0)
+            flip=self.flip,
+            brightness=self.brightness,
+            contrast=self.contrast,
+            translate=self.translate,
+            degrees=self.degrees,
+            scale=(self.scale_low, self.scale_high),
+            shear=self.shear,
         )
 
 
@@ -103,27 +114,47 @@ class IICCNet(nn.Module):
             config.token_dim, config.layers, config.heads, config.points, 4 * config.token_dim
         )
         self.volume_projector = projection_head(config.token_dim, config.hidden, config.projection_dim)
+        # The cluster head (k prototypes) first, then any over-clustering heads (SwAV's and IICC's
+        # MultiPrototypes): every head is trained by the same swapped prediction.
         self.prototypes = nn.Linear(config.projection_dim, k, bias=False)
+        self.extra_prototypes = nn.ModuleList(
+            nn.Linear(config.projection_dim, size, bias=False) for size in config.overcluster
+        )
 
     def image_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the unit-norm projected embedding of each image or slice."""
         return F.normalize(self.projector(self.encoder(x)[0]), dim=1)
 
     def tokens(self, volumes: torch.Tensor) -> torch.Tensor:
-        """(B, D, C, H, W) -> (B, D, token_dim): each slice's pooled stage features, projected."""
+        """(B, D, C, H, W) -> (B, D, token_dim): each slice's pooled stage features, projected (the IICC
+        code's slice embedding: every ResNet stage's pooled features, joined, a 1x1 convolution)."""
         batch, depth = volumes.shape[:2]
         stages = self.encoder(volumes.flatten(0, 1))
-        return self.slice_token(torch.cat(stages, dim=1)).view(batch, depth, -1)
+        # Each stage's pooled features on the unit sphere before they are joined, as the IICC code's
+        # `ResNet.forward_2D` does, so that no stage outweighs the others by its scale.
+        joined = torch.cat([F.normalize(stage, dim=1) for stage in stages], dim=1)
+        return self.slice_token(joined).view(batch, depth, -1)
 
     def volume_embedding(self, tokens: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
         """Slice tokens -> the unit-norm projected embedding of each volume (the Transformer's mean
         output over its own slices)."""
         return F.normalize(self.volume_projector(masked_mean(self.transformer(tokens, depths), depths)), dim=1)
 
+    def heads(self) -> list[nn.Linear]:
+        return [self.prototypes, *self.extra_prototypes]
+
+    def scores(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Cosines of the embedding with every head's prototypes, the heads side by side."""
+        return torch.cat([head(embedding) for head in self.heads()], dim=1)
+
+    def head_sizes(self) -> list[int]:
+        return [head.out_features for head in self.heads()]
+
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
         """Prototypes back onto the unit sphere, so that scores are cosines (SwAV, every step)."""
-        self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+        for head in self.heads():
+            head.weight.copy_(F.normalize(head.weight, dim=1))
 
 
 @dataclass
@@ -221,11 +252,16 @@ class IICCSchedule:
     def loss(self, module: nn.Module, batch: IICCBatch, net: IICCNet) -> dict[str, torch.Tensor]:
         cfg = self.config
         sinkhorn = {"temperature": cfg.temperature, "epsilon": cfg.epsilon, "iterations": cfg.sinkhorn_iterations}
-        n = len(batch)
-        scores = module(torch.cat(batch.images)).float()
-        intra = swapped_prediction_loss(
-            [all_gather_with_grad(scores[:n]), all_gather_with_grad(scores[n:])], **sinkhorn
-        )
+        n, sizes = len(batch), net.head_sizes()
+
+        def swapped(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+            """The swapped prediction of every head, averaged over the heads."""
+            views = [all_gather_with_grad(first.float()), all_gather_with_grad(second.float())]
+            pairs = zip(*(view.split(sizes, dim=1) for view in views), strict=True)
+            return sum(swapped_prediction_loss(list(pair), **sinkhorn) for pair in pairs) / len(sizes)
+
+        scores = module(torch.cat(batch.images))
+        intra = swapped(scores[:n], scores[n:])
         terms = {"intra": intra}
         total = intra
         if batch.volumes is not None:
@@ -236,10 +272,9 @@ class IICCSchedule:
             predicted = net.transformer(masked, depths[0])
             masked_loss = F.mse_loss(predicted[hidden].float(), tokens[0][hidden].detach().float())
             volume_scores = [
-                net.prototypes(net.volume_embedding(t, d.to(t.device))).float()
-                for t, d in zip(tokens, depths, strict=True)
+                net.scores(net.volume_embedding(t, d.to(t.device))) for t, d in zip(tokens, depths, strict=True)
             ]
-            inter = swapped_prediction_loss([all_gather_with_grad(s) for s in volume_scores], **sinkhorn)
+            inter = swapped(*volume_scores)
             total = total + cfg.weight_inter * inter + cfg.weight_masked * masked_loss
             terms.update(inter=inter, masked=masked_loss)
         return {"loss": total, **terms}
@@ -254,7 +289,7 @@ class _ImageScores(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.prototypes(self.net.image_embedding(x))
+        return self.net.scores(self.net.image_embedding(x))
 
 
 @register
@@ -292,7 +327,7 @@ class IICC(ClusterMethod):
             batches=schedule.batches,
             assign=lambda: self._proba(volumes, trainer.device).argmax(axis=1),
             lr_schedule=schedule.lr,
-            frozen=lambda step: list(self.net_.prototypes.parameters()) if step < cfg.freeze_prototypes_steps else [],
+            frozen=lambda step: [h.weight for h in self.net_.heads()] if step < cfg.freeze_prototypes_steps else [],
             on_step=lambda step: self.net_.normalize_prototypes(),
         )
         if trainer.env.world_size > 1 and len(schedule.volume_rows):
