@@ -25,6 +25,8 @@ from _common import (
     write_json,
 )
 
+OWN_SAMPLES = ("pixels", "volumes")  # the data set's own samples, not a backbone's features of them
+
 
 def parse_variant(spec: str) -> tuple[str, dict]:
     """'gedi:weight_generative=0+hidden=128' -> ('gedi', {...}): a method with options (an ablation),
@@ -49,16 +51,16 @@ def is_baseline(spec: str) -> bool:
 
 
 def mark_baseline_comparison(summary: list[dict]) -> None:
-    """`beats_baselines` on every other row on pixels: its mean ACC against the best baseline's on the
-    same data set and input."""
+    """`beats_baselines` on every other row on the set's own samples (pixels, volumes): its mean ACC
+    against the best baseline's on the same data set."""
     for dataset in {row["dataset"] for row in summary}:
         rows = [row for row in summary if row["dataset"] == dataset]
-        baselines = [row for row in rows if is_baseline(row["method"]) and row["input"] == "pixels"]
+        baselines = [row for row in rows if is_baseline(row["method"]) and row["input"] in OWN_SAMPLES]
         if not baselines:
             continue
         best = max(baselines, key=lambda row: row["acc"])
         for row in rows:
-            if not is_baseline(row["method"]) and row["input"] == "pixels":
+            if not is_baseline(row["method"]) and row["input"] in OWN_SAMPLES:
                 verdict = "yes" if row["acc"] > best["acc"] else "no"
                 row["beats_baselines"] = f"{verdict} ({row['acc'] - best['acc']:+.3f} vs {best['method']})"
 
@@ -95,7 +97,7 @@ def main() -> None:
         parser.error("--folder replaces --datasets: give one of them")
     folder = load_folder(args, parser)
 
-    from clusterkit import load_images
+    from clusterkit.data.loading import load_source
     from clusterkit.methods.registry import available_methods
 
     methods = [m for m in args.methods.split(",") if m] or list(available_methods())
@@ -107,8 +109,8 @@ def main() -> None:
         else [(name, None) for name in (args.datasets or "digits").split(",")]
     )
     for dataset, images in sets:
-        images = images if images is not None else load_images(f"builtin:{dataset}")
-        inputs = [("pixels", images, methods)]
+        images = images if images is not None else load_source(f"builtin:{dataset}")  # a volume set too
+        inputs = [(images.kind, images, methods)]
         if args.backbone:
             source = args.folder or f"builtin:{dataset}"
             features, seconds = embedded(source, args.backbone, images, args.device)

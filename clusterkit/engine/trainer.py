@@ -164,6 +164,7 @@ class Trainer:
         hooks' clock), and the count after it is returned."""
         batches = phase.batches(ctx) if phase.batches is not None else ctx.shuffled(phase.batch_size)
         sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}  # a term that only some steps return is averaged over those steps
         steps = images = 0
         start = last_refresh = time.perf_counter()
         for batch in batches:
@@ -179,15 +180,16 @@ class Trainer:
             step += 1
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value.detach().float()
+                counts[key] = counts.get(key, 0) + 1
             steps += 1
             images += len(batch)
             now = time.perf_counter()
             if now - last_refresh > _REFRESH_S:
                 last_refresh = now
-                bar.advance(0, epoch=ctx.epoch + 1, **{k: (v / steps).item() for k, v in sums.items()})
+                bar.advance(0, epoch=ctx.epoch + 1, **{k: (v / counts[k]).item() for k, v in sums.items()})
         if steps == 0:
             raise ValueError(f"phase {phase.name!r} produced no batches")
-        means = torch.stack([sums[key] / steps for key in sorted(sums)])
+        means = torch.stack([sums[key] / counts[key] for key in sorted(sums)])
         if is_active():
             dist.all_reduce(means)
             means /= self.env.world_size

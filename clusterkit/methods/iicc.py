@@ -45,7 +45,7 @@ class IICCConfig(MethodConfig):
     settings; widths, epochs and batch sizes are ours, sized for a CPU budget of minutes."""
 
     epochs: int = option(100, "passes over the 2-D items (images and volume slices)", low=1)
-    batch_size: int = option(256, "2-D items (images, slices) per step", low=2)
+    batch_size: int = option(64, "2-D items (images, slices) per step", low=2)
     volume_batch_size: int = option(32, "volumes per step, when the input holds volumes", low=2)
     lr: float = option(0.05, "peak learning rate of SGD (after the warm-up)", low=0, low_open=True)
     final_lr: float = option(0.0005, "learning rate at the end of the cosine decay", low=0)
@@ -73,13 +73,13 @@ class IICCConfig(MethodConfig):
     min_depth_kept: float = option(
         0.5, "a volume view keeps a random run of at least this share of its slices", low=0, high=1, low_open=True
     )
-    translate: float = option(0.125, "shift of the views, a fraction of the side", low=0, high=1)
-    degrees: float = option(15.0, "rotation of the views, in degrees", low=0, high=180)
-    scale_low: float = option(0.9, "smallest zoom of a view", low=0, low_open=True)
-    scale_high: float = option(1.0, "largest zoom of a view (above 1: a crop, resized)", low=0, low_open=True)
-    shear: float = option(0.0, "x-shear of the views, in degrees", low=0, high=89)
-    brightness: float = option(0.0, "brightness factor of the views, drawn from [1 - v, 1 + v]", low=0, high=1)
-    contrast: float = option(0.0, "contrast factor of the views, drawn from [1 - v, 1 + v]", low=0, high=1)
+    translate: float = option(0.1, "shift of the views, a fraction of the side", low=0, high=1)
+    degrees: float = option(10.0, "rotation of the views, in degrees", low=0, high=180)
+    scale_low: float = option(0.8, "smallest zoom of a view", low=0, low_open=True)
+    scale_high: float = option(1.2, "largest zoom of a view (above 1: a crop, resized)", low=0, low_open=True)
+    shear: float = option(10.0, "x-shear of the views, in degrees", low=0, high=89)
+    brightness: float = option(0.3, "brightness factor of the views, drawn from [1 - v, 1 + v]", low=0, high=1)
+    contrast: float = option(0.3, "contrast factor of the views, drawn from [1 - v, 1 + v]", low=0, high=1)
     flip: float = option(
         0.0, "probability of a horizontal flip: 0 for digits and text, 0.5 for photos and scans", low=0, high=1
     )
@@ -173,8 +173,8 @@ class IICCBatch:
 
 class IICCSchedule:
     """IICC's training step as the engine's phase. An epoch is one shuffled pass over the 2-D
-    items (every image and every valid slice of every volume); volumes are drawn alongside, a
-    shuffled pass of their own per epoch, repeated as needed."""
+    items (every image and every valid slice of every volume) and one shuffled pass over the
+    volumes, whose batches ride along on evenly spaced steps."""
 
     def __init__(self, samples: VolumeSet, config: IICCConfig) -> None:
         self.config = config
@@ -186,6 +186,15 @@ class IICCSchedule:
         starts = torch.cumsum(depths, 0) - depths
         self.items = torch.stack([rows, torch.arange(len(rows)) - starts[rows]], 1)  # (row, slice) per 2-D item
         self.steps_per_epoch = max(len(self.items) // config.batch_size, 1)
+
+    def volume_steps(self) -> dict[int, int]:
+        """step -> volume batch: an epoch passes over the volumes once, in batches of
+        `volume_batch_size` spread evenly over its steps (the other steps train the 2-D task alone)."""
+        if len(self.volume_rows) < 2:
+            return {}
+        count = max(len(self.volume_rows) // self.config.volume_batch_size, 1)
+        count = min(count, self.steps_per_epoch)
+        return {batch * self.steps_per_epoch // count: batch for batch in range(count)}
 
     @property
     def total_steps(self) -> int:
@@ -233,13 +242,14 @@ class IICCSchedule:
         pixels = ctx.data.pixels
         order = self.items[torch.randperm(len(self.items), generator=generator)]
         volume_order = self.volume_rows[torch.randperm(len(self.volume_rows), generator=generator)]
+        volume_steps = self.volume_steps()
         for step in range(self.steps_per_epoch):
             rows, slices = order[step * cfg.batch_size : (step + 1) * cfg.batch_size].unbind(1)
             x = pixels[rows.to(pixels.device), slices.to(pixels.device)].to(ctx.data.device).float().div_(255.0)
             batch = IICCBatch(self._views(x, generator))
-            if len(volume_order) >= 2:
-                start = (step * cfg.volume_batch_size) % len(volume_order)
-                chosen = torch.roll(volume_order, -start)[: cfg.volume_batch_size]
+            if step in volume_steps:
+                start = volume_steps[step] * cfg.volume_batch_size
+                chosen = volume_order[start : start + cfg.volume_batch_size]
                 depths = self.depths[chosen]
                 depth = int(depths.max())
                 volumes = pixels[chosen.to(pixels.device), :depth].to(ctx.data.device).float().div_(255.0)
