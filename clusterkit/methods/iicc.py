@@ -278,9 +278,13 @@ class IICCSchedule:
             views, depths = batch.volumes, batch.depths
             tokens = [net.tokens(v) for v in views]
             hidden = batch.hidden.to(tokens[0].device)
-            masked = torch.where(hidden[..., None], net.mask_token.to(tokens[0]), tokens[0])
+            # The masked prediction trains the Transformer and the mask token on fixed tokens, as the
+            # official code trains it with the 2-D encoder frozen: through the tokens, the cheapest way
+            # to predict a hidden token is to make every token alike (a collapse).
+            fixed = tokens[0].detach()
+            masked = torch.where(hidden[..., None], net.mask_token.to(fixed), fixed)
             predicted = net.transformer(masked, depths[0])
-            masked_loss = F.mse_loss(predicted[hidden].float(), tokens[0][hidden].detach().float())
+            masked_loss = F.mse_loss(predicted[hidden].float(), fixed[hidden].float())
             volume_scores = [
                 net.scores(net.volume_embedding(t, d.to(t.device))) for t, d in zip(tokens, depths, strict=True)
             ]
