@@ -119,9 +119,9 @@ def test_padding_changes_no_valid_slice_of_the_transformer():
 @pytest.fixture(scope="module")
 def mixed() -> VolumeSet:
     """60 digit images and 40 digit volumes in one set, as a mixed folder loads."""
-    images = VolumeSet.from_images(load_images("builtin:digits", image_size=16).subset(np.arange(60)))
+    images = VolumeSet.from_images(load_images("builtin:digits", image_size=10).subset(np.arange(60)))
     volumes = load_builtin("digit-volumes").subset(np.arange(0, 300, 300 // 40)[:40])
-    voxels = np.zeros((100, 12, 1, 16, 16), dtype=np.uint8)
+    voxels = np.zeros((100, 12, 1, 10, 10), dtype=np.uint8)
     voxels[:60, :1] = images.voxels
     voxels[60:] = volumes.voxels
     return VolumeSet(

@@ -35,7 +35,7 @@ def _rows(path: Path) -> list[dict]:
 def test_digit_volumes_are_real_digits_of_one_class_per_volume():
     volumes = load_builtin("digit-volumes")
     assert isinstance(volumes, VolumeSet) and len(volumes) == 300
-    assert volumes.sample_shape == (12, 1, 16, 16)
+    assert volumes.sample_shape == (12, 1, 10, 10)
     assert sorted(set(volumes.labels)) == [str(d) for d in range(10)]
     assert volumes.depths.min() >= 6 and volumes.depths.max() == 12
     first = volumes.voxels[0]
@@ -52,7 +52,7 @@ def test_export_round_trips_through_npy_files(volumes_dir):
     assert loaded.paths == built.paths and loaded.file_kinds == ["volume"] * 300
     assert np.array_equal(loaded.depths, built.depths)
     assert np.array_equal(loaded.voxels, built.voxels)
-    assert np.load(volumes_dir / built.paths[0]).shape == (built.depths[0], 16, 16)
+    assert np.load(volumes_dir / built.paths[0]).shape == (built.depths[0], 10, 10)
 
 
 def test_a_mixed_folder_gives_one_row_per_file_with_its_kind(tmp_path, digits_dir, volumes_dir):
@@ -63,7 +63,7 @@ def test_a_mixed_folder_gives_one_row_per_file_with_its_kind(tmp_path, digits_di
     mixed = load_source(tmp_path)
     assert mixed.paths == ["00000.npy", "00000.png", "00001.npy", "00001.png", "00002.png"]
     assert mixed.file_kinds == ["volume", "image", "volume", "image", "image"]
-    assert mixed.sample_shape[2:] == (16, 16)  # the first file (a volume of 16x16 slices) sets the size
+    assert mixed.sample_shape[2:] == (10, 10)  # the first file (a volume of 10x10 slices) sets the size
     assert list(mixed.depths) == [
         load_builtin("digit-volumes").depths[0],
         1,
@@ -112,8 +112,8 @@ def test_float_volumes_are_windowed_and_non_finite_voxels_do_not_break_it():
 
 
 def test_new_volumes_take_the_fitted_depth(volumes_dir):
-    new = load_like(volumes_dir, "volumes", (16, 1, 16, 16))
-    assert new.sample_shape == (16, 1, 16, 16) and int(new.depths.max()) == 12
+    new = load_like(volumes_dir, "volumes", (16, 1, 10, 10))
+    assert new.sample_shape == (16, 1, 10, 10) and int(new.depths.max()) == 12
 
 
 def test_images_only_stay_an_image_set():
@@ -144,7 +144,7 @@ def test_missing_nibabel_is_one_line_naming_the_extra(tmp_path, monkeypatch):
 def test_volumes_that_do_not_fit_in_memory_are_decoded_to_disk(volumes_dir, monkeypatch):
     from clusterkit.data import loading
 
-    monkeypatch.setattr(loading, "available_memory", lambda: 100_000)  # less than twice the 0.9 MB set
+    monkeypatch.setattr(loading, "available_memory", lambda: 100_000)  # less than twice the 0.36 MB set
     loaded = load_source(volumes_dir)
     assert isinstance(loaded.voxels, np.memmap)
     assert np.array_equal(np.asarray(loaded.voxels), load_builtin("digit-volumes").voxels)

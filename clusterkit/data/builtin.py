@@ -12,8 +12,8 @@ from clusterkit.errors import InputError
 OCCLUSION_SEED = 0
 OCCLUSION_FRACTION = 0.25
 CROPS_PER_PHOTO, CROP_SIZE, CROP_SEED = 150, 64, 0
-VOLUMES_PER_CLASS, VOLUME_DEPTHS, VOLUME_CANVAS, VOLUME_SEED = 30, (6, 12), 16, 0
-VOLUME_DEGREES, VOLUME_NOISE = 15.0, 8.0
+VOLUMES_PER_CLASS, VOLUME_DEPTHS, VOLUME_CANVAS, VOLUME_SEED = 30, (6, 12), 10, 0
+VOLUME_DEGREES, VOLUME_NOISE, VOLUME_PLACE, VOLUME_JITTER = 15.0, 8.0, 2, 1
 
 
 def _digits() -> tuple[np.ndarray, list[str]]:
@@ -66,14 +66,15 @@ def _photo_crops() -> tuple[np.ndarray, list[str]]:
 
 
 def _digit_volumes() -> VolumeSet:
-    """300 volumes, 30 per digit class, each a stack of 6 to 12 slices (depth drawn per volume);
-    every slice a different real digit of the volume's class, rotated by up to 15 degrees either way
-    and pasted at a random place of a 16 x 16 canvas (offsets 0..8 in each direction, drawn per
-    slice), with Gaussian noise (sd 8 of 255) over the canvas; seeded. A slice is one digit, so the
-    class is legible from any slice; but the same position of two volumes of one class holds
-    different digits at different places, and the depth differs, so that the flattened volume
-    vectors of one class are not close to one another: k-means on them finds little. A method that
-    recognises the digit in each slice and pools over slices does."""
+    """300 volumes, 30 per digit class, each a stack of 6 to 12 slices (depth drawn per volume),
+    seeded. Like an object in a scan, each volume's digits sit at one place of a 10 x 10 canvas
+    (an offset of 0 to 2 px each way, drawn per volume) and each slice is another cross-section:
+    a different real digit of the volume's class, moved by up to 1 px and rotated by up to 15
+    degrees either way, with Gaussian noise (sd 8 of 255) over the canvas; zeros pad the stack to 12
+    slices. The class is legible in any slice, but a flattened volume is a poor vector: the same
+    position holds different digits in two volumes of one class, shifted differently, and depths
+    differ, so k-means and spectral clustering on the flattened volumes are near chance. A method
+    that recognises the digit in each slice and pools over the slices is not."""
     from PIL import Image
 
     pixels, labels = _digits()
@@ -86,11 +87,12 @@ def _digit_volumes() -> VolumeSet:
     for row, label in enumerate(np.repeat(np.unique(targets), VOLUMES_PER_CLASS)):
         depth = int(rng.integers(low, high + 1))
         members = rng.choice(np.flatnonzero(targets == label), size=depth, replace=False)
+        place = rng.integers(0, VOLUME_PLACE + 1, size=2)
         for z, member in enumerate(members):
             angle = float(rng.uniform(-VOLUME_DEGREES, VOLUME_DEGREES))
             rotated = np.asarray(Image.fromarray(pixels[member, 0]).rotate(angle, Image.Resampling.BILINEAR))
+            top, left = np.clip(place + rng.integers(-VOLUME_JITTER, VOLUME_JITTER + 1, size=2), 0, side - digit)
             canvas = np.zeros((side, side))
-            top, left = rng.integers(0, side - digit + 1, size=2)
             canvas[top : top + digit, left : left + digit] = rotated
             canvas += rng.normal(0.0, VOLUME_NOISE, size=canvas.shape)
             voxels[row, z, 0] = np.rint(np.clip(canvas, 0, 255))
@@ -111,7 +113,7 @@ BUILTINS = {
     "photo-crops": (_photo_crops, "300 RGB 64x64 crops of scikit-learn's two sample photos, 2 classes (seed 0)"),
     "digit-volumes": (
         _digit_volumes,
-        "300 volumes of 6-12 16x16 slices, each a shifted, rotated digit of the volume's class (seed 0)",
+        "300 volumes of 6-12 10x10 slices, each another rotated digit of the volume's class (seed 0)",
     ),
 }
 

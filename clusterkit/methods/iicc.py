@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -114,6 +114,8 @@ class IICCNet(nn.Module):
             config.token_dim, config.layers, config.heads, config.points, 4 * config.token_dim
         )
         self.volume_projector = projection_head(config.token_dim, config.hidden, config.projection_dim)
+        nn.init.zeros_(self.volume_projector[-1].weight)  # a residual branch that starts at zero
+        nn.init.zeros_(self.volume_projector[-1].bias)
         # The cluster head (k prototypes) first, then any over-clustering heads (SwAV's and IICC's
         # MultiPrototypes): every head is trained by the same swapped prediction.
         self.prototypes = nn.Linear(config.projection_dim, k, bias=False)
@@ -125,20 +127,25 @@ class IICCNet(nn.Module):
         """(N, C, H, W) -> the unit-norm projected embedding of each image or slice."""
         return F.normalize(self.projector(self.encoder(x)[0]), dim=1)
 
-    def tokens(self, volumes: torch.Tensor) -> torch.Tensor:
-        """(B, D, C, H, W) -> (B, D, token_dim): each slice's pooled stage features, projected (the IICC
-        code's slice embedding: every ResNet stage's pooled features, joined, a 1x1 convolution)."""
+    def slices(self, volumes: torch.Tensor) -> SliceFeatures:
+        """(B, D, C, H, W) -> each slice's token (the IICC code's slice embedding: every ResNet
+        stage's pooled features, joined, a 1x1 convolution) and its 2-D embedding."""
         batch, depth = volumes.shape[:2]
         stages = self.encoder(volumes.flatten(0, 1))
         # Each stage's pooled features on the unit sphere before they are joined, as the IICC code's
         # `ResNet.forward_2D` does, so that no stage outweighs the others by its scale.
         joined = torch.cat([F.normalize(stage, dim=1) for stage in stages], dim=1)
-        return self.slice_token(joined).view(batch, depth, -1)
+        tokens = self.slice_token(joined).view(batch, depth, -1)
+        embeddings = F.normalize(self.projector(stages[0]), dim=1).view(batch, depth, -1)
+        return SliceFeatures(tokens, embeddings)
 
-    def volume_embedding(self, tokens: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
-        """Slice tokens -> the unit-norm projected embedding of each volume (the Transformer's mean
-        output over its own slices)."""
-        return F.normalize(self.volume_projector(masked_mean(self.transformer(tokens, depths), depths)), dim=1)
+    def volume_embedding(self, slices: SliceFeatures, depths: torch.Tensor) -> torch.Tensor:
+        """The unit-norm embedding of each volume: the mean of its slices' 2-D embeddings plus the
+        projected mean output of the Transformer over its slice tokens. The Transformer's branch
+        starts at zero (`volume_projector`'s last layer), so the inter task starts from what the
+        intra task has learnt of each slice rather than from a random volume feature."""
+        assembled = self.volume_projector(masked_mean(self.transformer(slices.tokens, depths), depths))
+        return F.normalize(masked_mean(slices.embeddings, depths) + assembled, dim=1)
 
     def heads(self) -> list[nn.Linear]:
         return [self.prototypes, *self.extra_prototypes]
@@ -155,6 +162,14 @@ class IICCNet(nn.Module):
         """Prototypes back onto the unit sphere, so that scores are cosines (SwAV, every step)."""
         for head in self.heads():
             head.weight.copy_(F.normalize(head.weight, dim=1))
+
+
+class SliceFeatures(NamedTuple):
+    """Per slice of a batch of volumes (B, D, dim): the token the Transformer reads, and the 2-D
+    embedding the intra task trains."""
+
+    tokens: torch.Tensor
+    embeddings: torch.Tensor
 
 
 @dataclass
@@ -276,17 +291,17 @@ class IICCSchedule:
         total = intra
         if batch.volumes is not None:
             views, depths = batch.volumes, batch.depths
-            tokens = [net.tokens(v) for v in views]
-            hidden = batch.hidden.to(tokens[0].device)
+            slices = [net.slices(v) for v in views]
+            hidden = batch.hidden.to(slices[0].tokens.device)
             # The masked prediction trains the Transformer and the mask token on fixed tokens, as the
             # official code trains it with the 2-D encoder frozen: through the tokens, the cheapest way
             # to predict a hidden token is to make every token alike (a collapse).
-            fixed = tokens[0].detach()
+            fixed = slices[0].tokens.detach()
             masked = torch.where(hidden[..., None], net.mask_token.to(fixed), fixed)
             predicted = net.transformer(masked, depths[0])
             masked_loss = F.mse_loss(predicted[hidden].float(), fixed[hidden].float())
             volume_scores = [
-                net.scores(net.volume_embedding(t, d.to(t.device))) for t, d in zip(tokens, depths, strict=True)
+                net.scores(net.volume_embedding(f, d.to(f.tokens.device))) for f, d in zip(slices, depths, strict=True)
             ]
             inter = swapped(*volume_scores)
             total = total + cfg.weight_inter * inter + cfg.weight_masked * masked_loss
@@ -372,9 +387,12 @@ class IICC(ClusterMethod):
                 chosen = rows[start : start + per_batch]
                 depth = int(depths[chosen].max())
                 x = torch.from_numpy(np.asarray(volumes.voxels[chosen, :depth])).to(device).float().div_(255.0)
-                tokens = net.tokens(x)
+                features = net.slices(x)
                 out[chosen] = (
-                    net.volume_embedding(tokens, torch.as_tensor(depths[chosen], device=device)).double().cpu().numpy()
+                    net.volume_embedding(features, torch.as_tensor(depths[chosen], device=device))
+                    .double()
+                    .cpu()
+                    .numpy()
                 )
         finally:
             net.cpu().train(was_training)
