@@ -158,5 +158,8 @@ def test_cli_fits_the_baselines_on_flattened_volumes_and_refuses_image_methods(c
     assert len(rows) == 300 and {row["kind"] for row in rows} == {"volume"}
     again = cli("assign", volumes_dir, "--model", run)
     assert again.code == 0 and again.out.splitlines()[0] == "path,cluster,confidence,kind"
+    report = cli("report", run, "--quiet")  # thumbnails: each volume's middle slice
+    assert report.code == 0, report.err
+    assert "could not be opened" not in report.err
     refused = cli("fit", volumes_dir, "--method", "depict", "--k", "10", "--out", tmp_path / "d")
     assert refused.code != 0 and len(refused.err.strip().splitlines()) == 1 and "volume files" in refused.err

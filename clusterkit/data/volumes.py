@@ -105,6 +105,13 @@ def conform(volume: np.ndarray, size: tuple[int, int], channels: int, max_depth:
     return np.stack([to_array(to_image(np.ascontiguousarray(s)), size, channels) for s in eight])
 
 
+def middle_slice(volume: np.ndarray) -> np.ndarray:
+    """A volume's middle slice as uint8 (C, H, W), windowed as the whole volume would be on its
+    own: what a report shows of a volume."""
+    middle = to_uint8(np.asarray(volume[volume.shape[0] // 2]))
+    return middle[None] if middle.ndim == 2 else middle.transpose(2, 0, 1)
+
+
 def slice_shape(volume: np.ndarray) -> tuple[int, int, int]:
     """(channels, height, width) of a volume's slices as stored."""
     return (int(volume.shape[3]) if volume.ndim == 4 else 1), int(volume.shape[1]), int(volume.shape[2])

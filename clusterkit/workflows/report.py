@@ -21,11 +21,12 @@ import numpy as np
 from PIL import Image
 
 from clusterkit import console
-from clusterkit.data import load_images
 from clusterkit.data.decode import open_image, to_image
 from clusterkit.data.labels import match_labels, read_labels
-from clusterkit.data.samples import Samples
-from clusterkit.data.sources import is_builtin, source_root
+from clusterkit.data.loading import load_source
+from clusterkit.data.samples import Samples, VolumeSet
+from clusterkit.data.sources import is_builtin, is_volume_file, source_root
+from clusterkit.data.volumes import middle_slice, open_volume
 from clusterkit.errors import InputError
 from clusterkit.io import atomic_write_text
 from clusterkit.methods.base import ClusterMethod
@@ -81,7 +82,7 @@ class ImageSource:
     def __init__(self, source: str, root: Path | None) -> None:
         self.source = source
         self.root = root
-        self.builtin = load_images(source) if is_builtin(source) else None
+        self.builtin = load_source(source) if is_builtin(source) else None
         self._index = {p: i for i, p in enumerate(self.builtin.paths)} if self.builtin is not None else {}
         self.missing: set[str] = set()
 
@@ -100,8 +101,14 @@ class ImageSource:
         return buffer.getvalue()
 
     def _open(self, name: str) -> Image.Image:
+        """The image, or a volume's middle slice."""
+        if isinstance(self.builtin, VolumeSet):
+            row = self._index[name]
+            return to_image(self.builtin.voxels[row, int(self.builtin.depths[row]) // 2])
         if self.builtin is not None:
             return to_image(self.builtin.pixels[self._index[name]])
+        if is_volume_file(name):
+            return to_image(middle_slice(open_volume(self.path(name))))
         img = open_image(self.path(name))
         return img if img.mode in ("L", "RGB") else img.convert("RGB")
 
