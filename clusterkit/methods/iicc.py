@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clusterkit.config import MethodConfig, option
+from clusterkit.config import MethodConfig, Rule, option
 from clusterkit.data.augment import AugmentPolicy, BatchAugment
 from clusterkit.data.samples import Samples, VolumeSet
 from clusterkit.engine import EpochContext, FitContext, Phase, Trainer, all_gather_with_grad, resolve_device
@@ -87,6 +87,8 @@ class IICCConfig(MethodConfig):
         (), "sizes of over-clustering prototype heads trained beside the k cluster prototypes"
     )
     max_depth: int = option(64, "slices kept per volume; a deeper one is resampled to this depth", low=1)
+
+    rules = (Rule("scale_low", "<=", "scale_high"), Rule("final_lr", "<=", "lr"))
 
     def augment_policy(self) -> AugmentPolicy:
         return AugmentPolicy(
