@@ -150,7 +150,7 @@ def test_volumes_that_do_not_fit_in_memory_are_decoded_to_disk(volumes_dir, monk
     assert np.array_equal(np.asarray(loaded.voxels), load_builtin("digit-volumes").voxels)
 
 
-def test_cli_fits_the_baselines_on_flattened_volumes_and_refuses_image_methods(cli, tmp_path, volumes_dir):
+def test_cli_fits_the_baselines_on_flattened_volumes_and_refuses_image_methods(cli, tmp_path, volumes_dir, digits_dir):
     run = tmp_path / "run"
     result = cli("fit", volumes_dir, "--method", "kmeans", "--k", "10", "--out", run, "--quiet")
     assert result.code == 0, result.err
@@ -158,6 +158,8 @@ def test_cli_fits_the_baselines_on_flattened_volumes_and_refuses_image_methods(c
     assert len(rows) == 300 and {row["kind"] for row in rows} == {"volume"}
     again = cli("assign", volumes_dir, "--model", run)
     assert again.code == 0 and again.out.splitlines()[0] == "path,cluster,confidence,kind"
+    images = cli("assign", digits_dir, "--model", run)  # the checkpoint says it saw volumes only
+    assert images.code == 2 and "fitted on volumes only and cannot assign images" in images.err
     report = cli("report", run, "--quiet")  # thumbnails: each volume's middle slice
     assert report.code == 0, report.err
     assert "could not be opened" not in report.err

@@ -69,6 +69,8 @@ class ClusterMethod(ABC):
         if self.k_ != "auto":  # more clusters than distinct samples (the pixels, not features) could only be empty
             check_distinct(self.k_, len(distinct_rows(samples.array)[0]))
         self.input_shape_ = tuple(samples.sample_shape)
+        # Which files a volume model saw (images, volumes or both): a path it never trained is refused.
+        self.file_kinds_: list[str] | None = sorted(set(samples.file_kinds)) if samples.kind == "volumes" else None
         self._fit(samples, context or FitContext())
         self.fitted_ = True
         fixed = self._fitted_labels()
@@ -140,6 +142,15 @@ class ClusterMethod(ABC):
             raise InputError(f"this {self.name} model takes {self.input_kind_} samples ({loader}), got {got}")
         if self.backbone_ is not None:
             check_same_backbone(self.backbone_, samples.backbone, f"this {self.name} model")
+        fitted_kinds = getattr(self, "file_kinds_", None)
+        if fitted_kinds is not None:
+            unseen = sorted(set(samples.file_kinds) - set(fitted_kinds))
+            if unseen:
+                trained = " and ".join(f"{kind}s" for kind in fitted_kinds)
+                raise InputError(
+                    f"this {self.name} model was fitted on {trained} only and cannot assign "
+                    f"{' or '.join(kind + 's' for kind in unseen)}; fit it on a source that holds them"
+                )
 
     def check_shape(self, samples: Samples) -> None:
         """Every model maps samples shaped as in training (pixels, filters, convnets); `assign` loads
@@ -199,6 +210,8 @@ class ClusterMethod(ABC):
         header: dict[str, Any] = {"kind": self.input_kind_, "shape": [int(s) for s in self.input_shape_]}
         if self.backbone_ is not None:
             header["backbone"] = dict(self.backbone_)
+        if getattr(self, "file_kinds_", None) is not None:
+            header["file_kinds"] = list(self.file_kinds_)
         return header
 
     @staticmethod

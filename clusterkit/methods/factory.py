@@ -47,6 +47,11 @@ def load_model(path: str | Path, device: str = "auto", batch_size: int | None = 
         if (model.input_kind_ == "features") != isinstance(model.backbone_, dict):
             raise ValueError("features without the identity of their backbone")
         model.input_shape_ = tuple(int(s) for s in header["shape"])
+        model.file_kinds_ = header.get("file_kinds")
+        if (model.input_kind_ == "volumes") != isinstance(model.file_kinds_, list) or not set(
+            model.file_kinds_ or ["image"]
+        ) <= {"image", "volume"}:
+            raise ValueError(f"volumes without the kinds of file they were fitted on ({model.file_kinds_!r})")
         model.load_state_dict(payload["state"])
         model._check_state()  # arrays that disagree with the recorded k or input shape
         model.fitted_ = True

@@ -340,7 +340,6 @@ class IICC(ClusterMethod):
     def _fit(self, samples: Samples, context: FitContext) -> None:
         cfg = self.config
         volumes = samples if isinstance(samples, VolumeSet) else VolumeSet.from_images(samples)
-        self.file_kinds_ = sorted(set(volumes.file_kinds))
         trainer = Trainer(
             volumes, seed=self.seed, device=self.device, context=context, fingerprint=self.resume_fingerprint()
         )
@@ -408,23 +407,10 @@ class IICC(ClusterMethod):
 
     def _predict_proba(self, samples: Samples) -> np.ndarray:
         """softmax(prototype scores / temperature): the distribution the swapped prediction trains."""
-        self._check_file_kinds(samples)
         return self._proba(samples, resolve_device(self.device))
 
     def _embedding(self, samples: Samples) -> np.ndarray:
         return self._embed(samples, resolve_device(self.device))[0].astype(np.float32)
-
-    def _check_file_kinds(self, samples: Samples) -> None:
-        """A model trained on images only has no trained volume path (and one trained on volumes
-        only has seen slices, not images): refuse the files of a kind it never saw."""
-        given = set(samples.file_kinds) if isinstance(samples, VolumeSet) else {"image"}
-        unseen = sorted(given - set(self.file_kinds_))
-        if unseen:
-            trained = " and ".join(f"{kind}s" for kind in self.file_kinds_)
-            raise InputError(
-                f"this iicc model was fitted on {trained} only and cannot assign {' or '.join(k + 's' for k in unseen)}; "
-                "fit it on a source that holds them"
-            )
 
     def check_shape(self, samples: Samples) -> None:
         """Images are taken as the model's slices; volumes of any depth (the Transformer reads any)."""
@@ -437,15 +423,9 @@ class IICC(ClusterMethod):
             )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()},
-            "file_kinds": list(self.file_kinds_),
-        }
+        return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.file_kinds_ = [str(kind) for kind in state["file_kinds"]]
-        if not self.file_kinds_ or set(self.file_kinds_) - {"image", "volume"}:
-            raise ValueError(f"file kinds {self.file_kinds_!r}")
         self.net_ = self._build()
         self.net_.load_state_dict(state["net"])
         self.net_.eval()
