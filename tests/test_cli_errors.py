@@ -42,7 +42,7 @@ def test_missing_source(cli, tmp_path):
 def test_empty_folder(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     result = cli("fit", tmp_path / "empty", "--method", "kmeans", "--k", "3", "--out", tmp_path / "run")
-    assert_one_line_error(result, "no image files")
+    assert_one_line_error(result, "no image or volume files")
     assert not (tmp_path / "run").exists()
 
 
