@@ -6,8 +6,9 @@ clustering-based contrastive learning on them: two augmented views, K prototypes
 codes of one view predicted from the other. A volume is a sequence of slice tokens (pooled
 features of several encoder stages, projected); a Transformer with deformable attention over
 slices assembles them, learning to predict tokens hidden behind a mask token (masked slice-embedding
-prediction), and its mean output is the volume's embedding, on which the inter task is SwAV again
-between two views of the volume. The clusters are the prototypes: a sample's cluster is its
+prediction); the volume's embedding is the mean of its slices' 2-D embeddings plus the
+Transformer's projected mean output (a branch that starts at zero), on which the inter task is SwAV
+again between two views of the volume. The clusters are the prototypes: a sample's cluster is its
 highest prototype score, images through the 2-D head, volumes through the volume head; both heads
 score against the same prototypes, so images and volumes of a mixed folder share one partition.
 
