@@ -10,7 +10,8 @@ prediction); the volume's embedding is the mean of its slices' 2-D embeddings pl
 Transformer's projected mean output (a branch that starts at zero), on which the inter task is SwAV
 again between two views of the volume. The clusters are the prototypes: a sample's cluster is its
 highest prototype score, images through the 2-D head, volumes through the volume head; both heads
-score against the same prototypes, so images and volumes of a mixed folder share one partition.
+score against the same prototypes, so that images and volumes of a mixed folder can share one
+partition (measured: they need not; docs/results.md).
 
 Equations, defaults and their sources, and departures: docs/methods.md#iicc.
 """
