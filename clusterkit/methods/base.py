@@ -39,6 +39,17 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def net_state(net: Any) -> dict[str, Any]:
+    """A network's weights as the checkpoint's `state`: CPU tensors under "net"."""
+    return {"net": {key: value.detach().cpu() for key, value in net.state_dict().items()}}
+
+
+def load_net(net: Any, state: dict[str, Any]) -> Any:
+    """`net` with the weights of `net_state`, strictly (another shape is refused), in eval mode."""
+    net.load_state_dict(state["net"])
+    return net.eval()
+
+
 class ClusterMethod(ABC):
     name: ClassVar[str]
     description: ClassVar[str]

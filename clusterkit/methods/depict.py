@@ -33,7 +33,7 @@ from clusterkit.engine import Batch, EpochContext, FitContext, Phase, Trainer, r
 from clusterkit.engine.predict import predict_batches
 from clusterkit.errors import InputError
 from clusterkit.losses import frequency_prior_objective, layerwise_reconstruction, prior_targets, soft_cross_entropy
-from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.base import ClusterMethod, load_net, net_state
 from clusterkit.methods.registry import register
 from clusterkit.metrics import nmi
 from clusterkit.nn.autoencoder import ConvAutoencoder
@@ -599,9 +599,8 @@ class Depict(ClusterMethod):
         ).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
+        return net_state(self.net_)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net_ = self._build()
-        self.net_.load_state_dict(state["net"])
+        self.net_ = load_net(self._build(), state)
         self.init_selection_, self.refilled_ = [], []  # facts of the fit, not in model.ckpt

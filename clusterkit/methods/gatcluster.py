@@ -32,7 +32,7 @@ from clusterkit.losses import (
     prior_targets,
     probability_bce,
 )
-from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.base import ClusterMethod, load_net, net_state
 from clusterkit.methods.registry import register
 from clusterkit.nn.attention import GaussianAttention
 from clusterkit.nn.batchnorm import recompute_batchnorm
@@ -422,9 +422,7 @@ class GATCluster(ClusterMethod):
         ).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
+        return net_state(self.net_)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net_ = self._build(pretrained=False)  # the checkpoint holds every weight, the trunk's too
-        self.net_.load_state_dict(state["net"])
-        self.net_.eval()
+        self.net_ = load_net(self._build(pretrained=False), state)  # every weight, the trunk's too

@@ -27,7 +27,7 @@ from clusterkit.engine.predict import predict_batches
 from clusterkit.engine.seeding import derived_seed
 from clusterkit.errors import InputError
 from clusterkit.losses import contrastive_divergence, uniform_prior_loss, view_invariance_loss
-from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.base import ClusterMethod, load_net, net_state
 from clusterkit.methods.registry import register
 from clusterkit.nn.energy import ReplayBuffer, free_energy, sgld
 
@@ -336,9 +336,7 @@ class GEDI(ClusterMethod):
         return grid, counts
 
     def state_dict(self) -> dict[str, Any]:
-        return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
+        return net_state(self.net_)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net_ = self._build()
-        self.net_.load_state_dict(state["net"])
-        self.net_.eval()
+        self.net_ = load_net(self._build(), state)

@@ -35,7 +35,7 @@ from clusterkit.engine.optim import warmup_cosine
 from clusterkit.engine.predict import float_batches
 from clusterkit.errors import InputError
 from clusterkit.losses import swapped_prediction_loss
-from clusterkit.methods.base import ClusterMethod
+from clusterkit.methods.base import ClusterMethod, load_net, net_state
 from clusterkit.methods.registry import register
 from clusterkit.nn.deformable import DeformableSliceTransformer, masked_mean, valid_mask
 from clusterkit.nn.resnet import SmallResNet, projection_head
@@ -425,9 +425,7 @@ class IICC(ClusterMethod):
             )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"net": {k: v.detach().cpu() for k, v in self.net_.state_dict().items()}}
+        return net_state(self.net_)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net_ = self._build()
-        self.net_.load_state_dict(state["net"])
-        self.net_.eval()
+        self.net_ = load_net(self._build(), state)
