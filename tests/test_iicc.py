@@ -185,3 +185,43 @@ def test_iicc_fit_writes_its_loss_terms_to_history(tmp_path):
 
     record = json.loads((tmp_path / "history.jsonl").read_text().splitlines()[-1])
     assert {"intra", "inter", "masked", "loss"} <= set(record)
+
+
+def _volume_step(seed: int = 0):
+    """One training step's batch and net on 40 digit volumes, as the engine would run it."""
+    from clusterkit.engine.batches import DeviceData
+    from clusterkit.engine.distributed import DistEnv
+    from clusterkit.engine.phase import EpochContext
+    from clusterkit.methods.iicc import IICCConfig, IICCNet, IICCSchedule, _ImageScores
+
+    torch.manual_seed(seed)
+    volumes = load_builtin("digit-volumes").subset(np.arange(0, 300, 300 // 40)[:40])
+    config = IICCConfig(**TINY)
+    net = IICCNet(1, config, 4).train()
+    schedule = IICCSchedule(volumes, config)
+    ctx = EpochContext("iicc", 0, seed, DeviceData(volumes.voxels, torch.device("cpu")), DistEnv(0, 0, 1))
+    batch = next(b for b in schedule.batches(ctx) if b.volumes is not None)
+    return net, schedule, batch, _ImageScores(net), volumes
+
+
+def test_the_masked_prediction_trains_the_transformer_not_the_tokens():
+    """Through the tokens the masked term would make every token alike (a collapse): it must
+    reach the Transformer and the mask token only."""
+    net, schedule, batch, module, _ = _volume_step()
+    schedule.loss(module, batch, net)["masked"].backward()
+    assert net.mask_token.grad is not None and net.mask_token.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.transformer.parameters())
+    assert net.slice_token.weight.grad is None and all(p.grad is None for p in net.encoder.parameters())
+
+
+def test_a_volume_starts_as_the_mean_of_its_slices_embeddings():
+    """The Transformer's branch starts at zero, so the inter task starts from the slices' 2-D
+    semantics rather than from a random volume feature."""
+    net, _, _, _, volumes = _volume_step()
+    net.eval()
+    x = torch.from_numpy(volumes.voxels[:5]).float() / 255
+    depths = torch.from_numpy(volumes.depths[:5])
+    with torch.no_grad():
+        features = net.slices(x)
+        expected = torch.nn.functional.normalize(masked_mean(features.embeddings, depths), dim=1)
+        assert torch.allclose(net.volume_embedding(features, depths), expected, atol=1e-6)
