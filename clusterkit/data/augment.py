@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from clusterkit.config import MethodConfig, Rule, option
+
 
 @dataclass(frozen=True)
 class AugmentPolicy:
@@ -32,6 +34,42 @@ class AugmentPolicy:
     translate: float = 0.0
     scale: tuple[float, float] = (1.0, 1.0)
     shear: float = 0.0
+
+
+@dataclass
+class AugmentOptions(MethodConfig):
+    """The augmentation as method options (`--set KEY=VALUE`), for the methods that train on two
+    augmented views. The defaults are GATCluster's official pipeline (niuchuangnn/GATCluster @
+    cf0e20f, docs/methods.md); a method redeclares an option to give it another default."""
+
+    flip: float = option(
+        0.5,
+        "probability of a horizontal flip: a property of the domain; 0.5 (official, STL-10) suits photos, give 0 for digits or text",
+        low=0,
+        high=1,
+    )
+    brightness: float = option(0.3, "brightness factor drawn from [1 - v, 1 + v]", low=0, high=1)
+    contrast: float = option(0.3, "contrast factor drawn from [1 - v, 1 + v]", low=0, high=1)
+    hue: float = option(0.2, "hue shift drawn from [-v, v] of a turn (colour images only)", low=0, high=0.5)
+    degrees: float = option(10.0, "rotation drawn from [-v, v] degrees", low=0)
+    translate: float = option(0.1, "shift drawn from [-v, v] of the image side", low=0, high=1)
+    scale_min: float = option(0.8, "smallest zoom factor of the random affine", low=0, low_open=True)
+    scale_max: float = option(1.2, "largest zoom factor of the random affine", low=0, low_open=True)
+    shear: float = option(10.0, "x-shear drawn from [-v, v] degrees", low=0)
+
+    rules = (Rule("scale_min", "<=", "scale_max"),)
+
+    def augment_policy(self) -> AugmentPolicy:
+        return AugmentPolicy(
+            flip=self.flip,
+            brightness=self.brightness,
+            contrast=self.contrast,
+            hue=self.hue,
+            degrees=self.degrees,
+            translate=self.translate,
+            scale=(self.scale_min, self.scale_max),
+            shear=self.shear,
+        )
 
 
 class BatchAugment:

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from clusterkit.config import MethodConfig, Rule, option
-from clusterkit.data.augment import AugmentPolicy, BatchAugment
+from clusterkit.config import Rule, option
+from clusterkit.data.augment import AugmentOptions, BatchAugment
 from clusterkit.data.samples import ImageSet
 from clusterkit.engine import EpochContext, FitContext, Phase, Trainer, all_gather_with_grad, resolve_device
 from clusterkit.engine.distributed import shard
@@ -44,7 +44,7 @@ VGG = "vgg"  # the paper's backbone, trained from scratch
 
 
 @dataclass
-class GATClusterConfig(MethodConfig):
+class GATClusterConfig(AugmentOptions):
     """Defaults from the official code's STL-10 config unless docs/methods.md says otherwise: epochs,
     repeats and width are ours, sized for a CPU budget of minutes (the official run is 6,000 outer
     iterations of 8 passes on a GPU). Augmentation ranges follow torchvision's conventions. The
@@ -99,25 +99,11 @@ class GATClusterConfig(MethodConfig):
     precise_bn: bool = option(
         True, "set BatchNorm statistics on the clean images before each step 1 and after training"
     )
-    flip: float = option(
-        0.5,
-        "probability of a horizontal flip: a property of the domain; 0.5 (official, STL-10) suits photos, give 0 for digits or text",
-        low=0,
-        high=1,
-    )
-    brightness: float = option(0.3, "brightness factor drawn from [1 - v, 1 + v]", low=0, high=1)
-    contrast: float = option(0.3, "contrast factor drawn from [1 - v, 1 + v]", low=0, high=1)
-    hue: float = option(0.2, "hue shift drawn from [-v, v] of a turn", low=0, high=0.5)
-    degrees: float = option(10.0, "rotation drawn from [-v, v] degrees", low=0)
-    translate: float = option(0.1, "shift drawn from [-v, v] of the image side", low=0, high=1)
-    scale_min: float = option(0.8, "smallest zoom factor of the random affine", low=0, low_open=True)
-    scale_max: float = option(1.2, "largest zoom factor of the random affine", low=0, low_open=True)
-    shear: float = option(10.0, "x-shear drawn from [-v, v] degrees", low=0)
     mixed_precision: bool = option(
         True, "bf16 autocast on CUDA (fp16 with loss scaling without bf16); CPU runs float32"
     )
 
-    rules = (Rule("batch_size", "<=", "big_batch"), Rule("scale_min", "<=", "scale_max"))
+    rules = (*AugmentOptions.rules, Rule("batch_size", "<=", "big_batch"))
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # The official STL-10 run: niuchuangnn/GATCluster @ cf0e20f (HEAD, the code of the released
         # model), configs/stl10/gatcluster.py unless another file is named; docs/methods.md, GATCluster.
@@ -144,18 +130,6 @@ class GATClusterConfig(MethodConfig):
             "max_image_size": 96,
         },
     }
-
-    def augment_policy(self) -> AugmentPolicy:
-        return AugmentPolicy(
-            flip=self.flip,
-            brightness=self.brightness,
-            contrast=self.contrast,
-            hue=self.hue,
-            degrees=self.degrees,
-            translate=self.translate,
-            scale=(self.scale_min, self.scale_max),
-            shear=self.shear,
-        )
 
 
 OFFICIAL_MAP_CELLS = 36  # the official STL-10 network's final map: 96 px, unpadded convs -> 6x6

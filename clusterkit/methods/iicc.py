@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clusterkit.config import MethodConfig, Rule, option
-from clusterkit.data.augment import AugmentPolicy, BatchAugment
+from clusterkit.config import Rule, option
+from clusterkit.data.augment import AugmentOptions, BatchAugment
 from clusterkit.data.samples import Samples, VolumeSet
 from clusterkit.engine import EpochContext, FitContext, Phase, Trainer, all_gather_with_grad, resolve_device
 from clusterkit.engine.optim import warmup_cosine
@@ -42,7 +42,7 @@ from clusterkit.nn.resnet import SmallResNet, projection_head
 
 
 @dataclass
-class IICCConfig(MethodConfig):
+class IICCConfig(AugmentOptions):
     """Sources per default in docs/methods.md#iicc: SwAV's and the IICC code's loss and schedule
     settings; widths, epochs and batch sizes are ours, sized for a CPU budget of minutes."""
 
@@ -75,13 +75,6 @@ class IICCConfig(MethodConfig):
     min_depth_kept: float = option(
         0.5, "a volume view keeps a random run of at least this share of its slices", low=0, high=1, low_open=True
     )
-    translate: float = option(0.1, "shift of the views, a fraction of the side", low=0, high=1)
-    degrees: float = option(10.0, "rotation of the views, in degrees", low=0, high=180)
-    scale_low: float = option(0.8, "smallest zoom of a view", low=0, low_open=True)
-    scale_high: float = option(1.2, "largest zoom of a view (above 1: a crop, resized)", low=0, low_open=True)
-    shear: float = option(10.0, "x-shear of the views, in degrees", low=0, high=89)
-    brightness: float = option(0.3, "brightness factor of the views, drawn from [1 - v, 1 + v]", low=0, high=1)
-    contrast: float = option(0.3, "contrast factor of the views, drawn from [1 - v, 1 + v]", low=0, high=1)
     flip: float = option(
         0.0, "probability of a horizontal flip: 0 for digits and text, 0.5 for photos and scans", low=0, high=1
     )
@@ -90,18 +83,7 @@ class IICCConfig(MethodConfig):
     )
     max_depth: int = option(64, "slices kept per volume; a deeper one is resampled to this depth", low=1)
 
-    rules = (Rule("scale_low", "<=", "scale_high"), Rule("final_lr", "<=", "lr"))
-
-    def augment_policy(self) -> AugmentPolicy:
-        return AugmentPolicy(
-            flip=self.flip,
-            brightness=self.brightness,
-            contrast=self.contrast,
-            translate=self.translate,
-            degrees=self.degrees,
-            scale=(self.scale_low, self.scale_high),
-            shear=self.shear,
-        )
+    rules = (*AugmentOptions.rules, Rule("final_lr", "<=", "lr"))
 
 
 class IICCNet(nn.Module):
