@@ -16,7 +16,7 @@ from clusterkit.data.builtin import load_builtin
 from clusterkit.data.decode import auto_size, decode_many, is_grayscale, open_image, to_array, to_image
 from clusterkit.data.samples import ImageSet, SampleKind, Samples, VolumeSet
 from clusterkit.data.sources import BUILTIN_PREFIX, ImageFile, is_builtin, is_volume_file, list_source
-from clusterkit.data.volumes import conform, open_volume, slice_shape, volume_depth
+from clusterkit.data.volumes import conform, open_volume, volume_header
 from clusterkit.errors import ClusterkitError, InputError
 
 MAX_DEPTH = 64  # slices kept of a volume, where the method names no depth of its own
@@ -138,7 +138,7 @@ def _decode_volumes(
     depths, readable, skipped = [], [], []
     for file in files:
         try:
-            depths.append(min(volume_depth(file.path), max_depth) if is_volume_file(file.name) else 1)
+            depths.append(min(volume_header(file.path)[0], max_depth) if is_volume_file(file.name) else 1)
             readable.append(file)
         except MemoryError:
             raise
@@ -336,12 +336,10 @@ def _resolve_shape(
 
 
 def _first_shape(file: ImageFile) -> tuple[int, int, bool]:
-    """Width, height and whether it is grayscale, of an image or of a volume's slices."""
+    """Width, height and whether it is grayscale, of an image or of a volume's slices (from the
+    volume's header: the voxels are read once, when the volume is decoded)."""
     if is_volume_file(file.name):
-        volume = open_volume(file.path)
-        if volume.shape[0] < 1:
-            raise ValueError("a volume of no slices")
-        slice_channels, height, width = slice_shape(volume)
+        _, slice_channels, height, width = volume_header(file.path)
         return width, height, slice_channels == 1
     img = open_image(file.path)
     return img.width, img.height, is_grayscale(img)

@@ -58,12 +58,19 @@ def open_volume(path: str | os.PathLike) -> np.ndarray:
     return array
 
 
-def volume_depth(path: str | os.PathLike) -> int:
-    """The number of slices, from the header alone."""
+def volume_header(path: str | os.PathLike) -> tuple[int, int, int, int]:
+    """(depth, channels, height, width) of a volume as stored, from its header alone (a NIfTI
+    header, or the memory-mapped array's shape): no voxel is read."""
     path = Path(path)
     if _is_nifti(path):
-        return _open_nifti(path)[1][2]
-    return int(open_volume(path).shape[0])
+        x, y, z = _open_nifti(path)[1]
+        depth, channels, height, width = z, 1, x, y  # slices along z, each (x, y) as `open_volume` gives
+    else:
+        array = open_volume(path)
+        depth, (channels, height, width) = int(array.shape[0]), slice_shape(array)
+    if min(depth, height, width) < 1:
+        raise ValueError("a volume of no slices")
+    return depth, channels, height, width
 
 
 def to_uint8(volume: np.ndarray) -> np.ndarray:
@@ -106,8 +113,8 @@ def conform(volume: np.ndarray, size: tuple[int, int], channels: int, max_depth:
 
 
 def middle_slice(volume: np.ndarray) -> np.ndarray:
-    """A volume's middle slice as uint8 (C, H, W), windowed as the whole volume would be on its
-    own: what a report shows of a volume."""
+    """A volume's middle slice as uint8 (C, H, W), windowed to that slice's own percentiles (not the
+    whole volume's, which would read every voxel): what a report shows of a volume."""
     middle = to_uint8(np.asarray(volume[volume.shape[0] // 2]))
     return middle[None] if middle.ndim == 2 else middle.transpose(2, 0, 1)
 

@@ -48,10 +48,10 @@ def load_model(path: str | Path, device: str = "auto", batch_size: int | None = 
             raise ValueError("features without the identity of their backbone")
         model.input_shape_ = tuple(int(s) for s in header["shape"])
         model.file_kinds_ = header.get("file_kinds")
-        if (model.input_kind_ == "volumes") != isinstance(model.file_kinds_, list) or not set(
-            model.file_kinds_ or ["image"]
-        ) <= {"image", "volume"}:
+        if (model.input_kind_ == "volumes") != isinstance(model.file_kinds_, list):
             raise ValueError(f"volumes without the kinds of file they were fitted on ({model.file_kinds_!r})")
+        if not set(model.file_kinds_ or []) <= {"image", "volume"}:
+            raise ValueError(f"unknown kinds of file {model.file_kinds_!r}")
         model.load_state_dict(payload["state"])
         model._check_state()  # arrays that disagree with the recorded k or input shape
         model.fitted_ = True

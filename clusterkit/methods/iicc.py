@@ -262,14 +262,14 @@ class IICCSchedule:
 
     def loss(self, module: nn.Module, batch: IICCBatch, net: IICCNet) -> dict[str, torch.Tensor]:
         cfg = self.config
-        sinkhorn = {"temperature": cfg.temperature, "epsilon": cfg.epsilon, "iterations": cfg.sinkhorn_iterations}
+        swav = {"temperature": cfg.temperature, "epsilon": cfg.epsilon, "iterations": cfg.sinkhorn_iterations}
         n, sizes = len(batch), net.head_sizes()
 
         def swapped(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
             """The swapped prediction of every head, averaged over the heads."""
             views = [all_gather_with_grad(first.float()), all_gather_with_grad(second.float())]
             pairs = zip(*(view.split(sizes, dim=1) for view in views), strict=True)
-            return sum(swapped_prediction_loss(list(pair), **sinkhorn) for pair in pairs) / len(sizes)
+            return sum(swapped_prediction_loss(list(pair), **swav) for pair in pairs) / len(sizes)
 
         scores = module(torch.cat(batch.images))
         intra = swapped(scores[:n], scores[n:])

@@ -101,8 +101,8 @@ class DeformableSliceLayer(nn.Module):
 
 
 class DeformableSliceTransformer(nn.Module):
-    """`layers` deformable layers over (B, D, dim) slice tokens; positions past a volume's depth
-    come out as they went in and are never read by a valid one."""
+    """`layers` deformable layers over (B, D, dim) slice tokens. Positions past a volume's depth
+    are computed like the others but never read by a valid one, so padding changes no valid output."""
 
     def __init__(self, dim: int, layers: int, heads: int, points: int, ffn_dim: int, dropout: float = 0.1) -> None:
         super().__init__()
